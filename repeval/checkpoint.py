@@ -1,0 +1,119 @@
+"""The checkpoint contract between training and probing.
+
+A checkpoint is a dict of tensors and plain Python types, loadable with
+`torch.load(path, weights_only=True)`:
+
+    format, format_version, package_version
+    model:    backbone, in_chans, num_features, hidden, dummies, dummy_seed, pretrained_file
+    encoder:  encoder state dict
+    heads:    {task: head state dict};  dummy_heads: {task: {w1, b1, w2, b2}} (may be empty)
+    tasks:    [{name, num_classes, label_names, ordinal}]
+    dataset:  {name, args}  (args rebuild the exact split, split seed included)
+    input:    {channels, height, width, mean, std}
+    train_config, metrics, epoch
+
+Whatever probing needs to rebuild an encoder lives here, nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from pathlib import Path
+
+import torch
+
+from repeval import __version__
+from repeval.datasets.base import InputSpec
+from repeval.errors import CheckpointError, DataNotFoundError
+from repeval.models import MultiTaskModel, build_encoder
+from repeval.storage import atomic_torch_save
+from repeval.tasks import TaskSpec
+
+FORMAT = "repeval.checkpoint"
+FORMAT_VERSION = 1
+
+
+def make_checkpoint(
+    model: MultiTaskModel,
+    *,
+    model_config: dict,
+    dataset: dict,
+    input_spec: InputSpec,
+    train_config: dict,
+    metrics: dict,
+    epoch: int,
+) -> dict:
+    def cpu(sd: dict) -> dict:
+        return {k: v.detach().cpu().clone() for k, v in sd.items()}
+
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "model": dict(model_config),
+        "encoder": cpu(model.encoder.state_dict()),
+        "heads": {name: cpu(head.state_dict()) for name, head in model.heads.items()},
+        "dummy_heads": {name: cpu(d.state_dict()) for name, d in model.dummy_heads.items()},
+        "tasks": [t.to_dict() for t in model.tasks],
+        "dataset": dataset,
+        "input": input_spec.to_dict(),
+        "train_config": train_config,
+        "metrics": metrics,
+        "epoch": epoch,
+    }
+
+
+def save_checkpoint(checkpoint: dict, path: str | os.PathLike) -> Path:
+    """Write atomically: a crash leaves the previous checkpoint intact."""
+    return atomic_torch_save(checkpoint, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load and validate a repeval checkpoint (weights_only: no code runs on load)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{str(path)!r} is not a repeval checkpoint (cannot be read: {first})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a repeval checkpoint (no {FORMAT!r} format marker)")
+    version = ckpt.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{str(path)!r} has checkpoint format version {version!r}; this repeval "
+            f"({__version__}) reads version {FORMAT_VERSION}"
+        )
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict) -> MultiTaskModel:
+    """Rebuild the model a checkpoint describes, with its weights (no pretrained file needed)."""
+    cfg = ckpt["model"]
+    tasks = tuple(TaskSpec.from_dict(t) for t in ckpt["tasks"])
+    model = MultiTaskModel(
+        build_encoder(cfg["backbone"], in_chans=cfg["in_chans"]),
+        tasks,
+        hidden=cfg["hidden"],
+        dummies=cfg["dummies"],
+        dummy_seed=cfg["dummy_seed"],
+    )
+    model.encoder.load_state_dict(ckpt["encoder"])
+    for name, sd in ckpt["heads"].items():
+        model.heads[name].load_state_dict(sd)
+    for name, sd in ckpt["dummy_heads"].items():
+        model.dummy_heads[name].load_state_dict(sd)
+    return model
+
+
+def content_hash(path: str | os.PathLike) -> str:
+    """SHA-256 of the file's bytes: the key under which derived results are cached."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,145 @@
+"""The `repeval` command. The only module that knows typer: options become typed configs here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typer.exceptions import TyperException
+
+from repeval import __version__
+from repeval.datasets import DATASETS, NEEDS_DATA_DIR
+from repeval.errors import InvalidChoiceError, NonFiniteLossError, RepevalError
+from repeval.training.config import DEVICES, TrainConfig
+from repeval.training.dgr import ESTIMATORS, PENALTIES, DGRConfig
+from repeval.training.loop import train as run_training
+from repeval.training.methods import METHODS
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Train multi-task encoders with and without DGR, and measure their shared representations.",
+)
+
+
+def _one_of(names) -> str:
+    return "one of: " + ", ".join(names)
+
+
+def _parse_data_options(items: list[str]) -> dict:
+    """`KEY=VALUE` pairs; values are read as JSON when they parse (numbers, true/false)."""
+    args = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidChoiceError(f"--data-option must look like KEY=VALUE; got {item!r}")
+        try:
+            args[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args[key] = value
+    return args
+
+
+@app.command()
+def train(
+    dataset: str = typer.Argument("multidigits", help=f"Dataset, {_one_of(DATASETS.names())}."),
+    data_dir: Optional[Path] = typer.Option(None, help="Dataset folder (UTKFace: the unpacked UTKFace/ folder)."),
+    data_option: list[str] = typer.Option([], help="Dataset argument KEY=VALUE, repeatable (e.g. n_train=2000)."),
+    split_seed: int = typer.Option(0, help="Seed of the train/test split (kept apart from --seed)."),
+    backbone: Optional[str] = typer.Option(None, help="Any timm model name; default per dataset."),
+    pretrained_file: Optional[Path] = typer.Option(None, help="Local weights file for the backbone."),
+    hidden: int = typer.Option(64, help="Hidden width of each two-layer task head."),
+    method: str = typer.Option("ew", help=f"Multi-task method, {_one_of(METHODS.names())}."),
+    dgr: bool = typer.Option(False, "--dgr/--no-dgr", help="Add Dummy Gradient norm Regularization."),
+    dgr_lambda: Optional[float] = typer.Option(None, help="DGR strength; default per penalty (see README)."),
+    dgr_penalty: str = typer.Option("norm", help=f"{_one_of(PENALTIES)} (norm: paper eq. 5; squared: authors' code)."),
+    dgr_estimator: str = typer.Option("exact", help=f"{_one_of(ESTIMATORS)} (exact: double backward; finite-diff: +-eps)."),
+    dgr_dummies: int = typer.Option(3, help="Dummy heads per task."),
+    dgr_eps: float = typer.Option(1e-3, help="Finite-difference step (parameter-space norm)."),
+    dgr_seed: int = typer.Option(0, help="Seed of the dummy heads."),
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate; default per dataset."),
+    weight_decay: float = typer.Option(0.0),
+    epochs: Optional[int] = typer.Option(None, help="Default per dataset."),
+    batch_size: int = typer.Option(64),
+    lr_step: Optional[int] = typer.Option(None, help="StepLR period in epochs (0: never); default a third of the epochs."),
+    lr_gamma: float = typer.Option(0.5),
+    seed: int = typer.Option(0, help="Training seed (initialisation, shuffling)."),
+    device: str = typer.Option("auto", help=_one_of(DEVICES)),
+    num_workers: int = typer.Option(0, help="DataLoader worker processes."),
+    out: Path = typer.Option(Path("runs"), help="Folder that receives the run folder."),
+    resume: Optional[Path] = typer.Option(None, help="Continue this run folder from its last finished epoch."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train a multi-task encoder (vanilla, or with --dgr)."""
+    if dataset in NEEDS_DATA_DIR and data_dir is None and resume is None:
+        raise InvalidChoiceError(f"dataset {dataset!r} needs --data-dir (the folder that holds its files)")
+    dataset_args = {"split_seed": split_seed, **_parse_data_options(data_option)}
+    config = TrainConfig(
+        dataset=dataset,
+        data_dir=None if data_dir is None else str(data_dir),
+        dataset_args=dataset_args,
+        backbone=backbone,
+        pretrained_file=None if pretrained_file is None else str(pretrained_file),
+        hidden=hidden,
+        method=method,
+        dgr=DGRConfig(lam=dgr_lambda, dummies=dgr_dummies, penalty=dgr_penalty, estimator=dgr_estimator,
+                      eps=dgr_eps, dummy_seed=dgr_seed) if dgr else None,
+        lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size, lr_step=lr_step,
+        lr_gamma=lr_gamma, seed=seed, device=device, num_workers=num_workers, out_dir=str(out),
+        progress=progress,
+    )
+    run_dir = run_training(config, resume_dir=resume)
+    typer.echo(str(run_dir))
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Folder for the demo's runs and summary."),
+    epochs: Optional[int] = typer.Option(None, help="Override the MultiDigits default epochs."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train vanilla and DGR encoders on the embedded MultiDigits data and compare them."""
+    from repeval.demo import run_demo
+
+    run_demo(out, epochs=epochs, progress=progress)
+
+
+@app.command()
+def version() -> None:
+    """Print the package version."""
+    typer.echo(__version__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: user errors print one line and exit with code 2, no traceback."""
+    logging.basicConfig(level=logging.INFO, format="repeval: %(message)s")
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        result = app(args=args or ["--help"], standalone_mode=False, prog_name="repeval")
+    except TyperException as e:  # typer's (vendored click) usage errors: bad option, bad value
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        print(f"error: {message}", file=sys.stderr)
+        return getattr(e, "exit_code", 2) or 2
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except RepevalError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+def console() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()

@@ -1,0 +1,70 @@
+"""User-facing errors. The CLI prints their message on one line and exits with code 2."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class RepevalError(Exception):
+    """Base class for errors caused by the user's input, not by a bug."""
+
+
+class InvalidChoiceError(RepevalError, ValueError):
+    """A value is not among the allowed ones."""
+
+
+class DataNotFoundError(RepevalError, FileNotFoundError):
+    """A dataset folder or file is missing."""
+
+
+class CheckpointError(RepevalError, ValueError):
+    """A file is not a repeval checkpoint, or of an unknown format version."""
+
+
+class NonFiniteLossError(RepevalError, FloatingPointError):
+    """Training produced a NaN or infinite loss."""
+
+
+def check_choice(owner: str, param: str, value: object, allowed: Iterable[object]) -> None:
+    """Raise `InvalidChoiceError` unless `value` is one of `allowed`.
+
+    >>> check_choice("DGRConfig", "penalty", "norm", ["norm", "squared"])
+    """
+    allowed = list(allowed)
+    if value not in allowed:
+        options = ", ".join(repr(a) for a in allowed)
+        raise InvalidChoiceError(
+            f"The {param!r} parameter of {owner} must be one of {options}. Got {value!r} instead."
+        )
+
+
+def check_number(
+    owner: str,
+    param: str,
+    value: object,
+    *,
+    kind: type = float,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+) -> None:
+    """Raise `InvalidChoiceError` unless `value` is a `kind` within [low, high] (or (low, high])."""
+    ok_type = isinstance(value, kind) and not isinstance(value, bool)
+    if kind is float:
+        ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok_type
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low  # type: ignore[operator]
+    if ok and high is not None:
+        ok = value <= high  # type: ignore[operator]
+    if not ok:
+        name = "an int" if kind is int else "a float"
+        bounds = []
+        if low is not None:
+            bounds.append(f"{'>' if low_open else '>='} {low}")
+        if high is not None:
+            bounds.append(f"<= {high}")
+        raise InvalidChoiceError(
+            f"The {param!r} parameter of {owner} must be {name}"
+            f"{' ' + ' and '.join(bounds) if bounds else ''}. Got {value!r} instead."
+        )

@@ -1,0 +1,123 @@
+"""Hard parameter sharing (the paper's SPLIT): a timm encoder, a head per task, and per task
+`d` frozen, randomly initialised dummy heads of the same architecture (DGR's psi^Delta)."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from repeval.errors import DataNotFoundError, InvalidChoiceError
+from repeval.tasks import TaskSpec
+
+
+def build_head(in_features: int, hidden: int, num_classes: int) -> nn.Sequential:
+    """The task predictor: two fully connected layers (the authors used hidden=64)."""
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+
+class DummyHeads(nn.Module):
+    """`count` frozen heads with `build_head`'s architecture and PyTorch's default init.
+
+    They are drawn from their own seed (the global RNG is untouched, so adding dummies changes
+    nothing else in a run) and stored stacked as buffers: never parameters, so never in an
+    optimiser, never updated, always saved. Stacking runs all of a task's dummies as two
+    batched matmuls.
+    """
+
+    def __init__(self, in_features: int, hidden: int, num_classes: int, count: int, seed: int):
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            heads = [build_head(in_features, hidden, num_classes) for _ in range(count)]
+        self.register_buffer("w1", torch.stack([h[0].weight.detach() for h in heads]))
+        self.register_buffer("b1", torch.stack([h[0].bias.detach() for h in heads]))
+        self.register_buffer("w2", torch.stack([h[2].weight.detach() for h in heads]))
+        self.register_buffer("b2", torch.stack([h[2].bias.detach() for h in heads]))
+
+    @property
+    def count(self) -> int:
+        return self.w1.shape[0]
+
+    def params(self) -> tuple[torch.Tensor, ...]:
+        return self.w1, self.b1, self.w2, self.b2
+
+    @staticmethod
+    def apply(z: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Logits `[d, B, C]` of the stacked heads `params` on representations `z` `[B, D]`."""
+        w1, b1, w2, b2 = params
+        d, hidden, dim = w1.shape
+        h = (z @ w1.reshape(d * hidden, dim).t()).view(z.shape[0], d, hidden).transpose(0, 1)
+        h = F.relu(h + b1[:, None, :])
+        return torch.baddbmm(b2[:, None, :], h, w2.transpose(1, 2))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.apply(z, self.params())
+
+
+def _check_backbone(name: str) -> None:
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5)
+        hint = f" Close matches: {', '.join(close)}." if close else ""
+        raise InvalidChoiceError(
+            f"unknown backbone {name!r}; choose any timm model name (see timm.list_models()), "
+            f"e.g. resnet50, resnet18, test_resnet.{hint}"
+        )
+
+
+def build_encoder(name: str, in_chans: int = 3, pretrained_file: str | os.PathLike | None = None) -> nn.Module:
+    """A timm model returning pooled features (`num_classes=0`). Weights come only from a
+    local file: nothing is fetched from a hub."""
+    _check_backbone(name)
+    kwargs: dict = dict(num_classes=0, in_chans=in_chans)
+    if pretrained_file is not None:
+        path = Path(pretrained_file).expanduser()
+        if not path.is_file():
+            raise DataNotFoundError(f"pretrained weights file {str(path)!r} does not exist")
+        kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    return timm.create_model(name, **kwargs)
+
+
+class MultiTaskModel(nn.Module):
+    """Shared encoder phi, task heads psi_k and (optionally) dummy heads psi^Delta_k."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        tasks: tuple[TaskSpec, ...],
+        hidden: int = 64,
+        dummies: int = 0,
+        dummy_seed: int = 0,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.tasks = tuple(tasks)
+        dim = encoder.num_features
+        self.heads = nn.ModuleDict({t.name: build_head(dim, hidden, t.num_classes) for t in tasks})
+        self.dummy_heads = nn.ModuleDict(
+            {
+                t.name: DummyHeads(dim, hidden, t.num_classes, dummies, seed=dummy_seed * 1009 + k)
+                for k, t in enumerate(tasks)
+            }
+            if dummies > 0
+            else {}
+        )
+
+    @property
+    def num_features(self) -> int:
+        return self.encoder.num_features
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def predict(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """Logits of every task head, in task order."""
+        return [self.heads[t.name](z) for t in self.tasks]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.predict(self.encode(x))

@@ -1,0 +1,39 @@
+"""Test data in the real on-disk formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# The real folder's bad names (see repeval/datasets/utkface.py).
+RACELESS = ["39_1_20170116174525125.jpg.chip.jpg", "61_1_20170109142408075.jpg.chip.jpg",
+            "61_1_20170109150557335.jpg.chip.jpg"]
+SPACE = "24_0_1_20170116220224657 .jpg.chip.jpg"  # parses (official code keeps it)
+NO_DOT = "55_0_0_20170116232725357jpg.chip.jpg"  # outside the official glob
+CORRUPT = "30_1_2_20170116000000001.jpg.chip.jpg"
+EMPTY = "40_0_3_20170116000000002.jpg.chip.jpg"
+
+
+def _jpeg(path: Path, rng: np.random.Generator, size: int = 48) -> None:
+    # Smooth colour gradients: real JPEG content that survives compression.
+    base = rng.integers(0, 256, 3)
+    ramp = np.linspace(0, 1, size)[None, :, None] * rng.integers(-80, 80, 3)
+    img = np.clip(base + ramp + np.zeros((size, 1, 1)), 0, 255).astype(np.uint8)
+    Image.fromarray(img).save(path, format="JPEG", quality=90)
+
+
+def make_utkface_folder(folder: Path, n_good: int = 40, seed: int = 0) -> Path:
+    """A small UTKFace folder: `n_good` valid JPEGs plus every kind of bad file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    ages = [1, 10, 11, 20, 21, 60, 61, 116] + list(rng.integers(1, 100, n_good))
+    for i, age in enumerate(ages[:n_good]):
+        gender, race = i % 2, i % 5
+        _jpeg(folder / f"{age}_{gender}_{race}_2017011612{i:07d}.jpg.chip.jpg", rng)
+    for name in [*RACELESS, SPACE, NO_DOT]:
+        _jpeg(folder / name, rng)
+    (folder / CORRUPT).write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (folder / EMPTY).write_bytes(b"")
+    return folder

@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import fnmatch
+
+import numpy as np
+import pytest
+import torch
+
+from repeval import datasets
+from repeval.datasets import utkface
+from repeval.errors import DataNotFoundError, InvalidChoiceError
+from tests import fixtures
+
+
+@pytest.mark.parametrize("name", datasets.list_datasets())
+def test_every_registered_dataset_builds_consistent_splits(name, small_dataset_args):
+    bundle = datasets.build(name, **small_dataset_args(name))
+    assert bundle.name == name
+    for split in (bundle.train, bundle.test):
+        images, labels = split.__getitems__(list(range(min(8, len(split)))))
+        assert images.dtype == torch.uint8
+        assert tuple(images.shape[1:]) == (bundle.input.channels, bundle.input.height, bundle.input.width)
+        assert labels.shape[1] == len(bundle.tasks)
+        for k, task in enumerate(bundle.tasks):
+            assert 0 <= split.labels[:, k].min() and split.labels[:, k].max() < task.num_classes
+    # Rebuilding from the stored args gives the same data (what probing relies on).
+    again = datasets.build(name, **bundle.args)
+    np.testing.assert_array_equal(again.train.labels, bundle.train.labels)
+    np.testing.assert_array_equal(again.test.indices, bundle.test.indices)
+
+
+def test_unknown_dataset_names_the_choices():
+    with pytest.raises(InvalidChoiceError, match="unknown dataset 'mnist'; choose from: multidigits, utkface"):
+        datasets.build("mnist")
+
+
+# ---- MultiDigits -------------------------------------------------------------------------------
+
+
+def test_multidigits_is_deterministic_and_seed_dependent():
+    a = datasets.build("multidigits", n_train=64, n_test=32, split_seed=3)
+    b = datasets.build("multidigits", n_train=64, n_test=32, split_seed=3)
+    c = datasets.build("multidigits", n_train=64, n_test=32, split_seed=4)
+    np.testing.assert_array_equal(a.train.images, b.train.images)
+    assert not np.array_equal(a.train.images, c.train.images)
+
+
+def test_multidigits_test_handwriting_never_seen_in_training():
+    bundle = datasets.build("multidigits", n_train=4000, n_test=1000)
+    train_src = set(bundle.train.extras["source_digits"].ravel())
+    test_src = set(bundle.test.extras["source_digits"].ravel())
+    assert not train_src & test_src
+    assert len(test_src) > 300  # the test pool is really used, not a handful of digits
+
+
+def test_multidigits_labels_match_source_digits():
+    from sklearn.datasets import load_digits
+
+    target = load_digits().target
+    bundle = datasets.build("multidigits", n_train=200, n_test=50)
+    src = bundle.train.extras["source_digits"]
+    np.testing.assert_array_equal(bundle.train.labels[:, 0], target[src[:, 0]])
+    np.testing.assert_array_equal(bundle.train.labels[:, 1], target[src[:, 1]])
+    np.testing.assert_array_equal(bundle.train.labels[:, 2], target[src[:, 0]] + target[src[:, 1]])
+    # Each source digit is drawn whole (the canvas is a pixel-wise max) at an allowed offset:
+    # the left one within `jitter` of the top-left corner, the right one of the bottom-right.
+    from repeval.datasets.multidigits import _source_digits
+
+    digits, _ = _source_digits(20)
+    far, offsets = 32 - 20, [(dy, dx) for dy in range(3) for dx in range(3)]
+    for canvas, (left, right) in zip(bundle.train.images[:, 0], src):
+        assert any((canvas[dy : dy + 20, dx : dx + 20] >= digits[left]).all() for dy, dx in offsets)
+        assert any((canvas[far - dy : far - dy + 20, far - dx : far - dx + 20] >= digits[right]).all() for dy, dx in offsets)
+
+
+def test_multidigits_rejects_bad_sizes():
+    with pytest.raises(InvalidChoiceError, match="'n_train' parameter of MultiDigits must be an int >= 1. Got 0"):
+        datasets.build("multidigits", n_train=0)
+    with pytest.raises(InvalidChoiceError, match="'canvas'"):
+        datasets.build("multidigits", canvas=10, digit_size=20)
+
+
+# ---- UTKFace ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("age", "expected"), [(0, 0), (1, 0), (10, 0), (11, 1), (20, 1), (21, 2), (50, 4), (51, 5), (60, 5), (61, 6), (116, 6)]
+)
+def test_age_bins_are_right_inclusive(age, expected):
+    assert utkface.age_bin(age) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("26_1_3_20170119180105366.jpg.chip.jpg", (2, 1, 3)),
+        (fixtures.SPACE, (2, 0, 1)),
+        (fixtures.RACELESS[0], None),
+        ("26_2_3_20170119180105366.jpg.chip.jpg", None),  # gender must be 0/1
+        ("26_1_5_20170119180105366.jpg.chip.jpg", None),  # race must be 0..4
+        ("x_1_3_20170119180105366.jpg.chip.jpg", None),
+    ],
+)
+def test_parse_name(name, expected):
+    assert utkface.parse_name(name) == expected
+
+
+def test_utkface_skips_bad_files_and_reports_them_once(utkface_dir, caplog):
+    with caplog.at_level("WARNING", logger="repeval"):
+        bundle = datasets.build("utkface", data_dir=utkface_dir)
+    report = bundle.report
+    assert report["unmatched_names"] == [fixtures.NO_DOT]
+    assert sorted(report["unparsed_names"]) == sorted(fixtures.RACELESS)
+    assert sorted(report["undecodable"]) == sorted([fixtures.CORRUPT, fixtures.EMPTY])
+    assert len(bundle.train) + len(bundle.test) == 40 + 1  # the good files and the one with a space
+    warnings = [r for r in caplog.records if "UTKFace: skipped" in r.message]
+    assert len(warnings) == 1 and "skipped 6 of 47 files" in warnings[0].message
+
+
+def test_utkface_split_is_the_official_one(utkface_dir):
+    bundle = datasets.build("utkface", data_dir=utkface_dir, split_seed=7)
+    names = sorted(p.name for p in utkface_dir.iterdir())
+    matched = [n for n in names if fnmatch.fnmatchcase(n, "*.jpg.chip.jpg")]
+    # The authors' code: random_split of every globbed file, then the name filter.
+    train, test = torch.utils.data.random_split(matched, [0.8, 0.2], torch.Generator().manual_seed(7))
+    keep = lambda split: [n for n in split if utkface.parse_name(n) and n not in (fixtures.CORRUPT, fixtures.EMPTY)]  # noqa: E731
+    assert [matched[i] for i in bundle.train.indices] == keep(list(train))
+    assert [matched[i] for i in bundle.test.indices] == keep(list(test))
+    labels = [utkface.parse_name(matched[i]) for i in bundle.train.indices]
+    np.testing.assert_array_equal(bundle.train.labels, np.array(labels))
+    assert not set(bundle.train.indices) & set(bundle.test.indices)
+    other = datasets.build("utkface", data_dir=utkface_dir, split_seed=8)
+    assert list(other.test.indices) != list(bundle.test.indices)
+
+
+def test_utkface_decodes_once_then_memory_maps(utkface_dir, monkeypatch):
+    first = datasets.build("utkface", data_dir=utkface_dir, size=32)
+    assert first.train.image_shape == (3, 32, 32)
+    monkeypatch.setattr(utkface, "_decode", lambda *a: pytest.fail("decoded again despite the cache"))
+    second = datasets.build("utkface", data_dir=utkface_dir, size=32)
+    assert isinstance(second.train.images, np.memmap)
+    np.testing.assert_array_equal(second.train.__getitems__([0, 3])[0], first.train.__getitems__([0, 3])[0])
+
+
+def test_utkface_image_content_survives_the_cache(utkface_dir):
+    from PIL import Image
+
+    bundle = datasets.build("utkface", data_dir=utkface_dir, size=48)
+    matched = sorted(p.name for p in utkface_dir.iterdir() if fnmatch.fnmatchcase(p.name, "*.jpg.chip.jpg"))
+    i = 5
+    expected = np.asarray(Image.open(utkface_dir / matched[bundle.train.indices[i]]).convert("RGB")).transpose(2, 0, 1)
+    np.testing.assert_array_equal(bundle.train.__getitems__([i])[0][0].numpy(), expected)
+
+
+def test_utkface_missing_folder_says_where_it_comes_from(tmp_path):
+    with pytest.raises(DataNotFoundError, match="does not exist.*UTKFace.*--data-dir"):
+        datasets.build("utkface", data_dir=tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataNotFoundError, match=r"no UTKFace images \(\*.jpg.chip.jpg\)"):
+        datasets.build("utkface", data_dir=tmp_path / "empty")
+    with pytest.raises(DataNotFoundError, match="--data-dir"):
+        datasets.build("utkface")

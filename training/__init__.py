@@ -1,0 +1,1 @@
+"""Training: the loop, the DGR regulariser and the multi-task methods (`repeval.training`)."""

@@ -1,0 +1,50 @@
+"""What a multi-task method is to the training loop: an object that turns the K task losses
+of a step (and DGR's extra gradient at z, if any) into gradients."""
+
+from __future__ import annotations
+
+import torch
+
+
+class Method:
+    """Base class. Subclasses override `backward`, or `combine` for loss weighting.
+
+    Convention (documented once for every method): the base objective is the *sum* of task
+    losses, and every method returns an update on that scale.
+    """
+
+    def __init__(self, num_tasks: int):
+        self.num_tasks = num_tasks
+
+    def parameters(self) -> list[torch.Tensor]:
+        """Learnable state the optimiser must update (e.g. uncertainty weights)."""
+        return []
+
+    def backward(self, losses: torch.Tensor, z: torch.Tensor, z_grad: torch.Tensor | None) -> None:
+        """Accumulate gradients into `.grad`. `z_grad` (DGR's lambda * dP/dz) is added to the
+        gradient reaching z after the method has combined the task gradients."""
+        raise NotImplementedError
+
+    def on_epoch_end(self, epoch: int, mean_losses: torch.Tensor) -> None:
+        """Called with the unweighted epoch-mean training loss of each task."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class LossWeighting(Method):
+    """A method that turns K losses into one scalar: one backward for everything, DGR's
+    gradient at z included, so the encoder sees a single backward pass."""
+
+    def combine(self, losses: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def backward(self, losses: torch.Tensor, z: torch.Tensor, z_grad: torch.Tensor | None) -> None:
+        loss = self.combine(losses)
+        if z_grad is None:
+            loss.backward()
+        else:
+            torch.autograd.backward([loss, z], [torch.ones_like(loss), z_grad])
