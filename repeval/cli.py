@@ -5,17 +5,27 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
 from typer.exceptions import TyperException
 
 from repeval import __version__
 from repeval.datasets import DATASETS, NEEDS_DATA_DIR
-from repeval.errors import InvalidChoiceError, NonFiniteLossError, RepevalError
+from repeval.errors import InvalidChoiceError, NonFiniteLossError, RepevalError, check_choice
+from repeval.probes.embeddings import source_from_checkpoint, source_from_timm
+from repeval.probes.plots import METHODS as MAP_METHODS
+from repeval.probes.registry import PROBES, parse_classifiers
+from repeval.probes.report import embedding_maps
+from repeval.probes.suite import ProbeConfig
+from repeval.probes.workflow import extract_all
+from repeval.probes.workflow import probe as run_probe_workflow
 from repeval.training.config import DEVICES, TrainConfig
 from repeval.training.dgr import ESTIMATORS, PENALTIES, DGRConfig
+from repeval.training.loop import resolve_device
 from repeval.training.loop import train as run_training
 from repeval.training.methods import METHODS
 
@@ -98,6 +108,78 @@ def train(
 
 
 @app.command()
+def probe(
+    checkpoints: list[Path] = typer.Argument(None, help="repeval checkpoint files (checkpoint.pt) or run folders."),
+    classifiers: str = typer.Option("dt,svm,knn", help=f"Comma list, {_one_of(PROBES.names())}."),
+    seeds: str = typer.Option("0", help="Comma list of seeds; several give mean ± std."),
+    tune: bool = typer.Option(False, "--tune/--no-tune", help="Choose hyperparameters by CV on the training split."),
+    jobs: int = typer.Option(1, help="Parallel probe fits (-1: all cores)."),
+    tsne: bool = typer.Option(False, "--tsne/--no-tsne", help="Also draw t-SNE maps (Figure 3b layout)."),
+    umap: bool = typer.Option(False, "--umap/--no-umap", help="Also draw UMAP maps."),
+    max_points: int = typer.Option(3000, help="Test samples shown in the maps."),
+    timm: Optional[str] = typer.Option(None, help="Probe a timm model instead of a checkpoint."),
+    pretrained_file: Optional[Path] = typer.Option(None, help="Local weights for --timm."),
+    dataset: Optional[str] = typer.Option(None, help=f"Dataset for --timm, {_one_of(DATASETS.names())}."),
+    data_dir: Optional[Path] = typer.Option(None, help="Override the data folder (the split stays the checkpoint's)."),
+    data_option: list[str] = typer.Option([], help="Dataset argument KEY=VALUE for --timm."),
+    device: str = typer.Option("auto", help=_one_of(DEVICES)),
+    batch_size: int = typer.Option(256, help="Extraction batch size."),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="Re-use cached embeddings."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default runs/probe-<time>)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Freeze encoders, fit probes on their embeddings, write probe.json/.csv and plots."""
+    sources = _sources(checkpoints, timm, pretrained_file, dataset, data_dir, data_option)
+    config = ProbeConfig(classifiers=parse_classifiers(classifiers), seeds=_parse_seeds(seeds), tune=tune, jobs=jobs)
+    out = out or Path("runs") / f"probe-{time.strftime('%Y%m%d-%H%M%S')}"
+    maps = tuple(m for m, on in (("tsne", tsne), ("umap", umap)) if on)
+    run_probe_workflow(sources, config, out, maps=maps, max_points=max_points, device=str(resolve_device(device)),
+                       batch_size=batch_size, use_cache=cache, progress=progress, console=Console())
+    typer.echo(str(out))
+
+
+@app.command()
+def tsne(
+    checkpoints: list[Path] = typer.Argument(..., help="Checkpoints to map side by side."),
+    method: str = typer.Option("tsne", help=f"{_one_of(MAP_METHODS)}."),
+    max_points: int = typer.Option(3000, help="Test samples shown."),
+    seed: int = typer.Option(0),
+    data_dir: Optional[Path] = typer.Option(None, help="Override the data folder."),
+    device: str = typer.Option("auto", help=_one_of(DEVICES)),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default runs/tsne-<time>)."),
+) -> None:
+    """2-D maps of the shared representation: one row per task, one column per checkpoint."""
+    check_choice("repeval tsne", "method", method, MAP_METHODS)
+    sets = extract_all(_sources(checkpoints, None, None, None, data_dir, []), device=str(resolve_device(device)))
+    out = out or Path("runs") / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    embedding_maps(sets, out, method=method, max_points=max_points, seed=seed)
+    typer.echo(str(out))
+
+
+def _parse_seeds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise InvalidChoiceError(f"--seeds must be a comma list of integers; got {text!r}") from None
+
+
+def _sources(checkpoints, timm_name, pretrained_file, dataset, data_dir, data_option) -> list:
+    if timm_name is not None:
+        if checkpoints:
+            raise InvalidChoiceError("give either checkpoints or --timm, not both")
+        if dataset is None:
+            raise InvalidChoiceError(f"--timm needs --dataset, {_one_of(DATASETS.names())}")
+        args = _parse_data_options(data_option)
+        if data_dir is not None:
+            args["data_dir"] = str(data_dir)
+        return [source_from_timm(timm_name, dataset, pretrained_file, args)]
+    if not checkpoints:
+        raise InvalidChoiceError("give at least one checkpoint (or --timm NAME --dataset NAME)")
+    paths = [p / "checkpoint.pt" if p.is_dir() else p for p in checkpoints]
+    return [source_from_checkpoint(p, data_dir=None if data_dir is None else str(data_dir)) for p in paths]
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Folder for the demo's runs and summary."),
     epochs: Optional[int] = typer.Option(None, help="Override the MultiDigits default epochs."),
@@ -117,7 +199,8 @@ def version() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors print one line and exit with code 2, no traceback."""
-    logging.basicConfig(level=logging.INFO, format="repeval: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    logging.getLogger("repeval").setLevel(logging.INFO)  # other libraries stay at WARNING
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         result = app(args=args or ["--help"], standalone_mode=False, prog_name="repeval")

@@ -60,7 +60,7 @@ class DummyHeads(nn.Module):
         return self.apply(z, self.params())
 
 
-def _check_backbone(name: str) -> None:
+def check_backbone(name: str) -> None:
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
         hint = f" Close matches: {', '.join(close)}." if close else ""
@@ -73,7 +73,7 @@ def _check_backbone(name: str) -> None:
 def build_encoder(name: str, in_chans: int = 3, pretrained_file: str | os.PathLike | None = None) -> nn.Module:
     """A timm model returning pooled features (`num_classes=0`). Weights come only from a
     local file: nothing is fetched from a hub."""
-    _check_backbone(name)
+    check_backbone(name)
     kwargs: dict = dict(num_classes=0, in_chans=in_chans)
     if pretrained_file is not None:
         path = Path(pretrained_file).expanduser()

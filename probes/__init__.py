@@ -1,0 +1,1 @@
+"""Probing frozen encoders (`repeval.probes`): embeddings, probes, plots."""

@@ -1,0 +1,179 @@
+"""Frozen-encoder embeddings: extracted once in a fixed order, cached on disk by content.
+
+An `EncoderSource` says which encoder and which data: a repeval checkpoint (its stored dataset
+and split; `data_dir` may override the folder only) or any timm model on any registered dataset.
+`extract` returns train and test `Embeddings` (features, labels, sample indices) and caches them
+under `~/.cache/repeval/embeddings/`, keyed by the checkpoint's content hash (or the timm name and
+weights file hash), the dataset arguments and the input settings: a second run does no forward
+pass, and a changed checkpoint gets new embeddings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from repeval import __version__, datasets
+from repeval.checkpoint import content_hash, load_checkpoint, model_from_checkpoint
+from repeval.datasets import InputSpec, collate_batch, normalize_batch
+from repeval.models import build_encoder, check_backbone
+from repeval.storage import atomic_write, cache_dir
+from repeval.tasks import TaskSpec
+
+EXTRACTOR_VERSION = 1  # bump when extraction changes what it produces
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class EncoderSource:
+    """An encoder and the data to embed. `key` identifies the encoder's weights by content."""
+
+    name: str
+    key: str
+    dataset: str
+    dataset_args: dict
+    build_encoder: Callable[[InputSpec], nn.Module] = field(compare=False, repr=False)
+    origin: dict = field(default_factory=dict)
+
+    def cache_key(self, input_spec: InputSpec) -> str:
+        blob = json.dumps(
+            [EXTRACTOR_VERSION, self.key, self.dataset, self.dataset_args, input_spec.to_dict()],
+            sort_keys=True, default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+@dataclass
+class Embeddings:
+    """Features `[N, D]` (float32), labels `[N, K]` and source sample indices `[N]` of one split."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+
+
+@dataclass
+class EmbeddingSet:
+    source: EncoderSource
+    tasks: tuple[TaskSpec, ...]
+    train: Embeddings
+    test: Embeddings
+    from_cache: bool = False
+
+    def split(self, name: str) -> Embeddings:
+        return {"train": self.train, "test": self.test}[name]
+
+
+def source_from_checkpoint(path: str | os.PathLike, data_dir: str | None = None) -> EncoderSource:
+    ckpt = load_checkpoint(path)
+    args = dict(ckpt["dataset"]["args"])
+    if data_dir is not None:
+        args["data_dir"] = str(data_dir)
+    return EncoderSource(
+        name=Path(path).parent.name if Path(path).name == "checkpoint.pt" else Path(path).stem,
+        key=content_hash(path),
+        dataset=ckpt["dataset"]["name"],
+        dataset_args=args,
+        build_encoder=lambda _input: model_from_checkpoint(ckpt).encoder,
+        origin={"checkpoint": str(Path(path).resolve()), "backbone": ckpt["model"]["backbone"],
+                "dgr": (ckpt.get("train_config") or {}).get("dgr")},
+    )
+
+
+def source_from_timm(
+    name: str,
+    dataset: str,
+    pretrained_file: str | os.PathLike | None = None,
+    dataset_args: dict | None = None,
+) -> EncoderSource:
+    """Any timm model (random init, or weights from a local file) on a registered dataset."""
+    datasets.DATASETS.get(dataset)
+    check_backbone(name)
+    weights = None if pretrained_file is None else content_hash(pretrained_file)
+    return EncoderSource(
+        name=name,
+        key=f"timm:{name}:{weights or 'random-init-seed-0'}",
+        dataset=dataset,
+        dataset_args=dict(dataset_args or {}),
+        build_encoder=lambda spec: _seeded(lambda: build_encoder(name, spec.channels, pretrained_file)),
+        origin={"timm": name, "pretrained_file": None if pretrained_file is None else str(pretrained_file)},
+    )
+
+
+def _seeded(make: Callable[[], nn.Module]) -> nn.Module:
+    # A randomly initialised timm model must be the same model every time it is probed.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return make()
+
+
+@torch.inference_mode()
+def embed(
+    encoder: nn.Module,
+    dataset: datasets.ArrayDataset,
+    input_spec: InputSpec,
+    device: torch.device,
+    batch_size: int = 256,
+    progress: bool = False,
+    desc: str = "embedding",
+) -> np.ndarray:
+    """Features of every sample of `dataset`, in dataset order, from a frozen encoder."""
+    encoder.eval().requires_grad_(False).to(device)
+    if device.type == "cuda":
+        encoder.to(memory_format=torch.channels_last)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_batch,
+                        pin_memory=device.type == "cuda")
+    out = torch.empty((len(dataset), encoder.num_features), dtype=torch.float32, device=device)
+    start = 0
+    with tqdm(total=len(dataset), unit="img", desc=desc, disable=not progress, leave=False) as bar:
+        for images, _ in loader:
+            x = normalize_batch(images.to(device, non_blocking=True), input_spec)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    z = encoder(x)
+            else:
+                z = encoder(x)
+            out[start : start + len(images)] = z.float()
+            start += len(images)
+            bar.update(len(images))
+    return out.cpu().numpy()
+
+
+def extract(
+    source: EncoderSource,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+    use_cache: bool = True,
+    progress: bool = False,
+) -> EmbeddingSet:
+    """Train and test embeddings of `source`, from the cache when it has them."""
+    device = torch.device(device)
+    bundle = datasets.build(source.dataset, **source.dataset_args)
+    path = cache_dir("embeddings") / f"{source.cache_key(bundle.input)}.npz"
+    if use_cache and path.exists():
+        with np.load(path) as data:
+            splits = {s: Embeddings(data[f"{s}_features"], data[f"{s}_labels"], data[f"{s}_indices"]) for s in SPLITS}
+        return EmbeddingSet(source, bundle.tasks, splits["train"], splits["test"], from_cache=True)
+
+    encoder = source.build_encoder(bundle.input)
+    splits = {}
+    for name in SPLITS:
+        data = getattr(bundle, name)
+        features = embed(encoder, data, bundle.input, device, batch_size, progress, desc=f"{source.name} {name}")
+        splits[name] = Embeddings(features, data.labels.copy(), np.asarray(data.indices).copy())
+    arrays = {f"{s}_{k}": getattr(e, k) for s, e in splits.items() for k in ("features", "labels", "indices")}
+    meta = json.dumps({"repeval_version": __version__, "source": source.origin, "key": source.key,
+                       "dataset": source.dataset, "dataset_args": source.dataset_args}, default=str)
+    atomic_write(path, lambda f: np.savez(f, meta=np.array(meta), **arrays))
+    return EmbeddingSet(source, bundle.tasks, splits["train"], splits["test"], from_cache=False)
