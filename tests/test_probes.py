@@ -218,9 +218,3 @@ def test_probe_bad_input(capsys, args, message):
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
 
-
-def test_parallel_knn_fits_do_not_nest_openblas_in_openmp(capfd):
-    """Concurrent kNN fits used to make OpenBLAS warn 'Detect OpenMP Loop ... may hang'."""
-    data = array_set(*blobs(n=2000, classes=4, dim=64))
-    run_probes([data], ProbeConfig(classifiers=("knn", "knn-cosine"), jobs=2))
-    assert "OpenMP Loop" not in capfd.readouterr().err
