@@ -73,8 +73,33 @@ class EmbeddingSet:
     def split(self, name: str) -> Embeddings:
         return {"train": self.train, "test": self.test}[name]
 
+    @classmethod
+    def from_arrays(cls, name: str, train_x, train_y, test_x, test_y, tasks: tuple[TaskSpec, ...] | None = None) -> EmbeddingSet:
+        """Wrap any embeddings (`[N, D]`) and labels (`[N]` or `[N, K]`) for the probes and plots.
+
+        >>> import numpy as np
+        >>> s = EmbeddingSet.from_arrays("pixels", np.zeros((4, 3)), [0, 1, 0, 1], np.zeros((2, 3)), [1, 0])
+        >>> s.tasks[0].name, s.tasks[0].num_classes
+        ('task0', 2)
+        """
+        train_y = np.asarray(train_y).reshape(len(train_x), -1)
+        test_y = np.asarray(test_y).reshape(len(test_x), -1)
+        if tasks is None:
+            counts = [int(max(train_y[:, k].max(), test_y[:, k].max())) + 1 for k in range(train_y.shape[1])]
+            tasks = tuple(TaskSpec(f"task{k}", c, tuple(map(str, range(c)))) for k, c in enumerate(counts))
+        source = EncoderSource(name, f"arrays:{name}", "arrays", {}, build_encoder=lambda _: None)
+        return cls(source, tuple(tasks),
+                   Embeddings(np.asarray(train_x, dtype=np.float32), train_y, np.arange(len(train_x))),
+                   Embeddings(np.asarray(test_x, dtype=np.float32), test_y, np.arange(len(test_x))))
+
 
 def source_from_checkpoint(path: str | os.PathLike, data_dir: str | None = None) -> EncoderSource:
+    """The encoder and data split of a repeval checkpoint; `data_dir` overrides the folder only.
+
+    >>> source = source_from_checkpoint("runs/x/checkpoint.pt")  # doctest: +SKIP
+    >>> source.name, source.dataset  # doctest: +SKIP
+    ('x', 'multidigits')
+    """
     ckpt = load_checkpoint(path)
     args = dict(ckpt["dataset"]["args"])
     if data_dir is not None:
@@ -96,7 +121,10 @@ def source_from_timm(
     pretrained_file: str | os.PathLike | None = None,
     dataset_args: dict | None = None,
 ) -> EncoderSource:
-    """Any timm model (random init, or weights from a local file) on a registered dataset."""
+    """Any timm model (random init, or weights from a local file) on a registered dataset.
+
+    >>> source = source_from_timm("resnet50", "utkface", "r50.pth", {"data_dir": "~/UTKFace"})  # doctest: +SKIP
+    """
     datasets.DATASETS.get(dataset)
     check_backbone(name)
     weights = None if pretrained_file is None else content_hash(pretrained_file)
@@ -157,7 +185,12 @@ def extract(
     use_cache: bool = True,
     progress: bool = False,
 ) -> EmbeddingSet:
-    """Train and test embeddings of `source`, from the cache when it has them."""
+    """Train and test embeddings of `source`, from the cache when it has them.
+
+    >>> emb = extract(source_from_checkpoint("runs/x/checkpoint.pt"))  # doctest: +SKIP
+    >>> emb.train.features.shape, emb.train.labels.shape, emb.from_cache  # doctest: +SKIP
+    ((10000, 96), (10000, 3), False)
+    """
     device = torch.device(device)
     bundle = datasets.build(source.dataset, **source.dataset_args)
     path = cache_dir("embeddings") / f"{source.cache_key(bundle.input)}.npz"

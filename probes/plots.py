@@ -128,3 +128,70 @@ def save_coords(path: str | os.PathLike, coords: dict[str, np.ndarray], labels: 
     atomic_write(path, lambda f: np.savez(
         f, labels=labels, indices=indices, tasks=np.array([t.name for t in tasks]),
         encoders=np.array(list(coords)), method=np.array(method), seed=np.array(seed), **arrays))
+
+
+def plot_training_curves(histories: dict[str, list[dict]], out_stem: str | os.PathLike):
+    """Per task: training loss (dashed) and test accuracy (solid) by epoch, one colour per run.
+
+    `histories` maps a run name to its `metrics.jsonl` lines (dicts with `epoch`, `train_loss`
+    and `test_accuracy` per task).
+
+    >>> h = {"a": [{"epoch": 0, "train_loss": {"t": 1.0}, "test_accuracy": {"t": 0.5}},
+    ...            {"epoch": 1, "train_loss": {"t": 0.5}, "test_accuracy": {"t": 0.8}}]}
+    >>> fig = plot_training_curves(h, "runs/curves")  # doctest: +SKIP
+    """
+    tasks = list(next(iter(histories.values()))[0]["test_accuracy"])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks), 3.2), squeeze=False, layout="constrained")
+    colours = plt.get_cmap("tab10").colors
+    for ax, task in zip(axes[0], tasks):
+        loss_ax = ax.twinx()
+        for i, (name, lines) in enumerate(histories.items()):
+            epochs = [m["epoch"] + 1 for m in lines]
+            ax.plot(epochs, [m["test_accuracy"][task] for m in lines], color=colours[i], marker="o", ms=3, label=f"{name} test acc")
+            loss_ax.plot(epochs, [m["train_loss"][task] for m in lines], color=colours[i], ls="--", alpha=0.6, label=f"{name} train loss")
+        ax.set_title(task)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test accuracy")
+        loss_ax.set_ylabel("train loss")
+    axes[0, -1].legend(fontsize=7, loc="center right")
+    _save(fig, out_stem)
+    return fig
+
+
+def plot_matching(y: np.ndarray, log_probs: np.ndarray, sigma: np.ndarray, out_stem: str | os.PathLike):
+    """Confusion of a random head's predictions against the true classes, before and after the
+    class permutation `sigma` (true class c -> output unit sigma(c)) is applied.
+
+    >>> import numpy as np
+    >>> lp = np.log(np.full((4, 2), 0.5)); fig = plot_matching(np.array([0, 1, 0, 1]), lp,
+    ...     np.array([1, 0]), "/tmp/matching")  # doctest: +SKIP
+    """
+    from sklearn.metrics import confusion_matrix
+
+    n = log_probs.shape[1]
+    pred = log_probs.argmax(1)
+    inverse = np.argsort(sigma)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4), layout="constrained")
+    for ax, (title, p) in zip(axes, (("before matching", pred), ("after matching (sigma^-1 of the output)", inverse[pred]))):
+        ax.imshow(confusion_matrix(y, p, labels=np.arange(n)), cmap="Blues")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+    _save(fig, out_stem)
+    return fig
+
+
+def plot_proxy_vs_gap(random_heads: list[dict], out_stem: str | os.PathLike, title: str = ""):
+    """Theorem 1 check: each random head's gradient-norm proxy against its universality gap
+    (`UniversalityMeasure.random_` rows).
+
+    >>> m = UniversalityMeasure(n_random=10).fit(Z, y)  # doctest: +SKIP
+    >>> fig = plot_proxy_vs_gap(m.random_, "runs/proxy_vs_gap")  # doctest: +SKIP
+    """
+    fig, ax = plt.subplots(figsize=(4.5, 3.6), layout="constrained")
+    ax.scatter([h["proxy"] for h in random_heads], [h["gap"] for h in random_heads])
+    ax.set_xlabel("proxy ||grad_theta sum L||_F")
+    ax.set_ylabel("gap (matched random - optimal loss)")
+    ax.set_title(title, fontsize=10)
+    _save(fig, out_stem)
+    return fig

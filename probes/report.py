@@ -40,7 +40,11 @@ def mean_std(values: list[float]) -> str:
 
 
 def summary_table(rows: list[dict], metric: str = "accuracy") -> Table:
-    """Rows: encoder x task; columns: classifiers; cells: mean ± std over seeds."""
+    """Rows: encoder x task; columns: classifiers; cells: mean ± std over seeds.
+
+    >>> from rich.console import Console
+    >>> Console().print(summary_table(rows))  # doctest: +SKIP
+    """
     cells: dict = defaultdict(list)
     for row in rows:
         cells[(row["checkpoint"], row["task"], row["classifier"])].append(row[metric])
@@ -58,7 +62,12 @@ def summary_table(rows: list[dict], metric: str = "accuracy") -> Table:
 def embedding_maps(sets: list[EmbeddingSet], out_dir: str | os.PathLike, method: str = "tsne",
                    max_points: int = 3000, seed: int = 0, n_jobs: int | None = None) -> dict[str, np.ndarray]:
     """2-D maps of the same test samples for every encoder; writes `<method>.png/.svg` and
-    `coords.npz` (or `coords-umap.npz`) into `out_dir` and returns the coordinates."""
+    `coords.npz` (or `coords-umap.npz`) into `out_dir` and returns the coordinates.
+
+    >>> coords = embedding_maps([vanilla_set, dgr_set], "runs/maps", method="tsne")  # doctest: +SKIP
+    >>> coords["vanilla"].shape  # doctest: +SKIP
+    (2000, 2)
+    """
     first = sets[0]
     for other in sets[1:]:
         if not np.array_equal(other.test.indices, first.test.indices) or other.tasks != first.tasks:

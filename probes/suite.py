@@ -94,7 +94,16 @@ def _probe_job(emb: EmbeddingSet, k: int, spec: ProbeSpec, seed: int, config: Pr
 
 
 def run_probes(sets: list[EmbeddingSet], config: ProbeConfig) -> list[dict]:
-    """One result row per (embedding set, task, classifier, seed), scored on the test split."""
+    """One result row per (embedding set, task, classifier, seed), scored on the test split.
+
+    >>> import numpy as np
+    >>> from repeval.probes.embeddings import EmbeddingSet
+    >>> x = np.random.default_rng(0).normal(size=(40, 3)); y = (x[:, 0] > 0).astype(int)
+    >>> s = EmbeddingSet.from_arrays("demo", x[:30], y[:30], x[30:], y[30:])
+    >>> rows = run_probes([s], ProbeConfig(classifiers=("knn",)))
+    >>> rows[0]["task"], rows[0]["classifier"], rows[0]["accuracy"] > 0.5
+    ('task0', 'knn', True)
+    """
     rows = []
     for emb in sets:
         specs = [PROBES.get(name) for name in config.classifiers]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -13,13 +13,29 @@ from repeval.probes.embeddings import EmbeddingSet, EncoderSource, extract
 from repeval.probes.plots import plot_probe_bars
 from repeval.probes.report import _unique_names, embedding_maps, summary_table, write_probe_results
 from repeval.probes.suite import ProbeConfig, run_probes
+from repeval.probes.universality_report import (
+    UniversalityConfig, measure_universality, universality_table, write_universality,
+)
+from repeval.probes.universality_report import provenance as universality_provenance
 
 
 def extract_all(sources: list[EncoderSource], device: str = "cpu", batch_size: int = 256,
                 use_cache: bool = True, progress: bool = False) -> list[EmbeddingSet]:
+    """`extract` for several sources; duplicate names get a suffix so results stay apart.
+
+    >>> sets = extract_all([source_from_checkpoint(p) for p in ("a.pt", "b.pt")])  # doctest: +SKIP
+    """
     names = _unique_names([s.name for s in sources])
     return [extract(replace(s, name=n), device=device, batch_size=batch_size, use_cache=use_cache, progress=progress)
             for s, n in zip(sources, names)]
+
+
+@dataclass
+class ProbeResults:
+    """Rows of `probe.json`, and of `universality.json` when universality was measured."""
+
+    rows: list[dict]
+    universality: list[dict] | None = None
 
 
 def probe(
@@ -28,13 +44,20 @@ def probe(
     out_dir: str | os.PathLike,
     maps: tuple[str, ...] = (),
     max_points: int = 3000,
+    universality: UniversalityConfig | None = None,
     device: str = "cpu",
     batch_size: int = 256,
     use_cache: bool = True,
     progress: bool = False,
     console: Console | None = None,
-) -> list[dict]:
-    """Probe every source; write probe.json/.csv, the bar chart and the requested 2-D maps."""
+) -> ProbeResults:
+    """Probe every source; write probe.json/.csv, the bar chart, the requested 2-D maps and,
+    with `universality`, universality.json/.csv.
+
+    >>> from repeval.probes.embeddings import source_from_checkpoint
+    >>> results = probe([source_from_checkpoint("runs/demo/a/checkpoint.pt")],
+    ...                 ProbeConfig(classifiers=("knn",)), "runs/probe-a")  # doctest: +SKIP
+    """
     out_dir = Path(out_dir)
     sets = extract_all(sources, device, batch_size, use_cache, progress)
     rows = run_probes(sets, config)
@@ -52,4 +75,15 @@ def probe(
         embedding_maps(sets, out_dir, method=method, max_points=max_points, seed=config.seeds[0])
     if console is not None:
         console.print(summary_table(rows))
+    measured = universality_of(sets, universality, out_dir, console) if universality is not None else None
+    return ProbeResults(rows, measured)
+
+
+def universality_of(sets: list[EmbeddingSet], config: UniversalityConfig, out_dir: str | os.PathLike,
+                    console: Console | None = None) -> list[dict]:
+    """Measure universality of every (encoder, task); write universality.json / .csv."""
+    rows = measure_universality(sets, config)
+    write_universality(rows, out_dir, universality_provenance(sets, config))
+    if console is not None:
+        console.print(universality_table(rows))
     return rows

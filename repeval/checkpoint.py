@@ -71,7 +71,12 @@ def save_checkpoint(checkpoint: dict, path: str | os.PathLike) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Load and validate a repeval checkpoint (weights_only: no code runs on load)."""
+    """Load and validate a repeval checkpoint (weights_only: no code runs on load).
+
+    >>> ckpt = load_checkpoint("runs/demo/multidigits-ew-dgr-20261122-101500/checkpoint.pt")  # doctest: +SKIP
+    >>> ckpt["model"]["backbone"], [t["name"] for t in ckpt["tasks"]]  # doctest: +SKIP
+    ('test_resnet', ['left', 'right', 'sum'])
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataNotFoundError(f"checkpoint {str(path)!r} does not exist")

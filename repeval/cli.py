@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -21,7 +21,9 @@ from repeval.probes.plots import METHODS as MAP_METHODS
 from repeval.probes.registry import PROBES, parse_classifiers
 from repeval.probes.report import embedding_maps
 from repeval.probes.suite import ProbeConfig
-from repeval.probes.workflow import extract_all
+from repeval.probes.universality import HEADS as UNIVERSALITY_HEADS
+from repeval.probes.universality_report import UniversalityConfig
+from repeval.probes.workflow import extract_all, universality_of
 from repeval.probes.workflow import probe as run_probe_workflow
 from repeval.training.config import DEVICES, TrainConfig
 from repeval.training.dgr import ESTIMATORS, PENALTIES, DGRConfig
@@ -39,6 +41,15 @@ app = typer.Typer(
 
 def _one_of(names) -> str:
     return "one of: " + ", ".join(names)
+
+
+# Options shared by the commands that measure encoders (probe, universality).
+TimmName = Annotated[Optional[str], typer.Option("--timm", help="Measure a timm model instead of checkpoints.")]
+TimmWeights = Annotated[Optional[Path], typer.Option("--pretrained-file", help="Local weights for --timm.")]
+TimmDataset = Annotated[Optional[str], typer.Option("--dataset", help=f"Dataset for --timm, {_one_of(DATASETS.names())}.")]
+DataDirOverride = Annotated[Optional[Path], typer.Option("--data-dir", help="Override the data folder (the split stays the checkpoint's).")]
+DataOptions = Annotated[list[str], typer.Option("--data-option", help="Dataset argument KEY=VALUE for --timm.")]
+Device = Annotated[str, typer.Option("--device", help=_one_of(DEVICES))]
 
 
 def _parse_data_options(items: list[str]) -> dict:
@@ -117,24 +128,58 @@ def probe(
     tsne: bool = typer.Option(False, "--tsne/--no-tsne", help="Also draw t-SNE maps (Figure 3b layout)."),
     umap: bool = typer.Option(False, "--umap/--no-umap", help="Also draw UMAP maps."),
     max_points: int = typer.Option(3000, help="Test samples shown in the maps."),
-    timm: Optional[str] = typer.Option(None, help="Probe a timm model instead of a checkpoint."),
-    pretrained_file: Optional[Path] = typer.Option(None, help="Local weights for --timm."),
-    dataset: Optional[str] = typer.Option(None, help=f"Dataset for --timm, {_one_of(DATASETS.names())}."),
-    data_dir: Optional[Path] = typer.Option(None, help="Override the data folder (the split stays the checkpoint's)."),
-    data_option: list[str] = typer.Option([], help="Dataset argument KEY=VALUE for --timm."),
-    device: str = typer.Option("auto", help=_one_of(DEVICES)),
+    timm: TimmName = None,
+    pretrained_file: TimmWeights = None,
+    dataset: TimmDataset = None,
+    data_dir: DataDirOverride = None,
+    data_option: DataOptions = [],  # noqa: B006 - typer reads the default, never mutates it
+    device: Device = "auto",
     batch_size: int = typer.Option(256, help="Extraction batch size."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Re-use cached embeddings."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default runs/probe-<time>)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    universality: bool = typer.Option(False, "--universality/--no-universality", help="Also measure universality."),
+    head: str = typer.Option("linear", help=f"Universality head family, {_one_of(UNIVERSALITY_HEADS)}."),
+    n_random: int = typer.Option(10, help="Random heads per task for --universality."),
+    standardize: bool = typer.Option(False, "--standardize/--no-standardize", help="Standardise embeddings first."),
 ) -> None:
     """Freeze encoders, fit probes on their embeddings, write probe.json/.csv and plots."""
     sources = _sources(checkpoints, timm, pretrained_file, dataset, data_dir, data_option)
     config = ProbeConfig(classifiers=parse_classifiers(classifiers), seeds=_parse_seeds(seeds), tune=tune, jobs=jobs)
     out = out or Path("runs") / f"probe-{time.strftime('%Y%m%d-%H%M%S')}"
     maps = tuple(m for m, on in (("tsne", tsne), ("umap", umap)) if on)
-    run_probe_workflow(sources, config, out, maps=maps, max_points=max_points, device=str(resolve_device(device)),
-                       batch_size=batch_size, use_cache=cache, progress=progress, console=Console())
+    measure = UniversalityConfig(n_random=n_random, head=head, standardize=standardize) if universality else None
+    run_probe_workflow(sources, config, out, maps=maps, max_points=max_points, universality=measure,
+                       device=str(resolve_device(device)), batch_size=batch_size, use_cache=cache, progress=progress,
+                       console=Console())
+    typer.echo(str(out))
+
+
+@app.command("universality")
+def universality_command(
+    checkpoints: list[Path] = typer.Argument(None, help="repeval checkpoints or run folders."),
+    head: str = typer.Option("linear", help=f"{_one_of(UNIVERSALITY_HEADS)} (linear: convex, Theorem 1's setting)."),
+    n_random: int = typer.Option(10, help="Random heads per task."),
+    hidden: int = typer.Option(64, help="Hidden width of MLP heads."),
+    restarts: Optional[int] = typer.Option(None, help="L-BFGS restarts (default 1 linear, 3 mlp)."),
+    tol: float = typer.Option(1e-4, help="Gradient-norm tolerance of the optimal head."),
+    standardize: bool = typer.Option(False, "--standardize/--no-standardize", help="Standardise embeddings first."),
+    seed: int = typer.Option(0),
+    timm: TimmName = None,
+    pretrained_file: TimmWeights = None,
+    dataset: TimmDataset = None,
+    data_dir: DataDirOverride = None,
+    data_option: DataOptions = [],  # noqa: B006
+    device: Device = "auto",
+    out: Optional[Path] = typer.Option(None, help="Output folder (default runs/universality-<time>)."),
+) -> None:
+    """Universality (paper Definition 2) and the gradient-norm proxy (Theorem 1) per task."""
+    config = UniversalityConfig(n_random=n_random, head=head, hidden=hidden, restarts=restarts, tol=tol,
+                                standardize=standardize, seed=seed)
+    sets = extract_all(_sources(checkpoints, timm, pretrained_file, dataset, data_dir, data_option),
+                       device=str(resolve_device(device)))
+    out = out or Path("runs") / f"universality-{time.strftime('%Y%m%d-%H%M%S')}"
+    universality_of(sets, config, out, Console())
     typer.echo(str(out))
 
 
@@ -144,8 +189,8 @@ def tsne(
     method: str = typer.Option("tsne", help=f"{_one_of(MAP_METHODS)}."),
     max_points: int = typer.Option(3000, help="Test samples shown."),
     seed: int = typer.Option(0),
-    data_dir: Optional[Path] = typer.Option(None, help="Override the data folder."),
-    device: str = typer.Option("auto", help=_one_of(DEVICES)),
+    data_dir: DataDirOverride = None,
+    device: Device = "auto",
     out: Optional[Path] = typer.Option(None, help="Output folder (default runs/tsne-<time>)."),
 ) -> None:
     """2-D maps of the shared representation: one row per task, one column per checkpoint."""

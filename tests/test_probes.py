@@ -13,7 +13,7 @@ from sklearn.svm import SVC
 from repeval.cli import main
 from repeval.errors import InvalidChoiceError
 from repeval.probes import embeddings as emb_mod
-from repeval.probes.embeddings import EmbeddingSet, Embeddings, EncoderSource, extract, source_from_checkpoint, source_from_timm
+from repeval.probes.embeddings import EmbeddingSet, extract, source_from_checkpoint, source_from_timm
 from repeval.probes.registry import PROBES, parse_classifiers
 from repeval.probes.report import embedding_maps
 from repeval.probes.suite import ProbeConfig, run_probes
@@ -31,12 +31,11 @@ def checkpoint(tmp_path_factory):
 
 
 def array_set(train_x, train_y, test_x, test_y, name="blobs", num_classes=None) -> EmbeddingSet:
-    train_y, test_y = np.asarray(train_y).reshape(len(train_x), -1), np.asarray(test_y).reshape(len(test_x), -1)
-    k = num_classes or int(max(train_y.max(), test_y.max())) + 1
-    tasks = tuple(TaskSpec(f"t{i}", k, tuple(str(c) for c in range(k))) for i in range(train_y.shape[1]))
-    source = EncoderSource(name, f"key-{name}", "arrays", {}, build_encoder=lambda _: None)
-    return EmbeddingSet(source, tasks, Embeddings(train_x, train_y, np.arange(len(train_x))),
-                        Embeddings(test_x, test_y, np.arange(len(test_x))))
+    tasks = None
+    if num_classes is not None:
+        k = np.asarray(train_y).reshape(len(train_x), -1).shape[1]
+        tasks = tuple(TaskSpec(f"t{i}", num_classes, tuple(map(str, range(num_classes)))) for i in range(k))
+    return EmbeddingSet.from_arrays(name, train_x, train_y, test_x, test_y, tasks)
 
 
 def blobs(n=600, classes=4, dim=16, noise=False, seed=0):
@@ -218,3 +217,16 @@ def test_probe_bad_input(capsys, args, message):
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
 
+
+
+def test_blocked_rbf_gram_equals_the_direct_formula():
+    from repeval.probes.svm import rbf_gram
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(23, 5)), rng.normal(size=(11, 5))
+    direct = np.exp(-0.3 * ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+    np.testing.assert_allclose(rbf_gram(a, b, 0.3, block_rows=4), direct, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(rbf_gram(a, b, 0.3), direct, rtol=1e-12, atol=1e-15)
+    square = np.exp(-0.3 * ((a[:, None, :] - a[None, :, :]) ** 2).sum(-1))
+    for rows in (4, 5, 23, 100):  # the symmetric path (a is b) mirrors blocks below the diagonal
+        np.testing.assert_allclose(rbf_gram(a, a, 0.3, block_rows=rows), square, rtol=1e-12, atol=1e-15)

@@ -122,7 +122,13 @@ def evaluate(model: MultiTaskModel, loader: DataLoader, bundle: DatasetBundle, d
 
 def train(config: TrainConfig, resume_dir: str | Path | None = None) -> Path:
     """Train a multi-task encoder; returns the run folder. `resume_dir` continues a run from its
-    last finished epoch (its stored config wins over `config`)."""
+    last finished epoch (its stored config wins over `config`).
+
+    >>> from repeval.training.dgr import DGRConfig
+    >>> run_dir = train(TrainConfig(dataset="multidigits", dgr=DGRConfig(), epochs=2))  # doctest: +SKIP
+    >>> sorted(p.name for p in run_dir.iterdir())  # doctest: +SKIP
+    ['checkpoint.pt', 'config.json', 'metrics.jsonl', 'train_state.pt']
+    """
     if resume_dir is not None:
         config = run_files.read_config(Path(resume_dir))
     config = config.resolved()

@@ -58,7 +58,24 @@ def save_epoch(run_dir: Path, checkpoint: dict, train_state: dict, metrics_line:
     atomic_write(run_dir / METRICS, lambda f: f.write("".join(json.dumps(m) + "\n" for m in lines).encode()))
 
 
+def latest_run(out_dir: str | Path, dataset: str, method: str = "ew", dgr: bool = False) -> Path | None:
+    """The newest finished run folder `<out_dir>/<dataset>-<method>[-dgr]-<time>`, or None.
+
+    >>> latest_run("runs", "multidigits", dgr=True)  # doctest: +SKIP
+    PosixPath('runs/multidigits-ew-dgr-20261122-101500')
+    """
+    stem = f"{dataset}-{method}{'-dgr' if dgr else ''}-"
+    runs = [p for p in Path(out_dir).glob(f"{stem}*") if (p / CHECKPOINT).is_file()
+            and p.name[len(stem):len(stem) + 1].isdigit()]  # "-ew-2026..." must not match "-ew-dgr-..."
+    return max(runs, key=lambda p: p.name) if runs else None
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
+    """The `metrics.jsonl` lines of a run, one dict per finished epoch.
+
+    >>> read_metrics("runs/demo/multidigits-ew-20261122-101500")[-1]["test_accuracy"]  # doctest: +SKIP
+    {'left': 0.997, 'right': 0.9925, 'sum': 0.9855}
+    """
     path = Path(run_dir) / METRICS
     if not path.is_file():
         return []

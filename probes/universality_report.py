@@ -1,0 +1,148 @@
+"""`repeval universality`: measure every (encoder, task), write universality.json / .csv and a
+table. The measure itself is `repeval.probes.universality.UniversalityMeasure`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.table import Table
+from scipy.stats import spearmanr
+
+from repeval import __version__
+from repeval.checkpoint import load_checkpoint
+from repeval.probes.embeddings import EmbeddingSet
+from repeval.probes.universality import UniversalityMeasure
+from repeval.storage import atomic_json, atomic_write
+
+CSV_FIELDS = ["checkpoint", "checkpoint_hash", "dataset", "task", "head", "n_random", "standardize",
+              "optimal_loss", "optimal_grad_norm", "optimal_converged", "unmatched_loss_mean", "matched_loss_mean",
+              "matched_accuracy_mean", "gap_mean", "gap_std", "universality", "universality_mean",
+              "universality_std", "proxy_mean", "spearman_rho", "spearman_p", "test_optimal_loss", "test_gap_mean",
+              "test_gap_std", "test_universality", "stored_dummy_gap_mean", "repeval_version"]
+
+
+@dataclass(frozen=True)
+class UniversalityConfig:
+    n_random: int = 10
+    head: str = "linear"
+    hidden: int = 64
+    restarts: int | None = None
+    tol: float = 1e-4
+    max_iter: int = 1000
+    standardize: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Same checks as the estimator's fit, but before any embedding is extracted.
+        self.measure()._validate()
+
+    def measure(self) -> UniversalityMeasure:
+        return UniversalityMeasure(n_random=self.n_random, head=self.head, hidden=self.hidden, restarts=self.restarts,
+                                   tol=self.tol, max_iter=self.max_iter, standardize=self.standardize,
+                                   random_state=self.seed)
+
+
+def _checkpoint_heads(emb: EmbeddingSet, task: str) -> tuple[list, list | None]:
+    """The checkpoint's stored dummy heads (one parameter list each) and its trained head."""
+    path = emb.source.origin.get("checkpoint")
+    if path is None:
+        return [], None
+    ckpt = load_checkpoint(path)
+    dummies = ckpt["dummy_heads"].get(task)
+    stored = [] if not dummies else [[dummies[k][j] for k in ("w1", "b1", "w2", "b2")] for j in range(dummies["w1"].shape[0])]
+    head = ckpt["heads"][task]
+    return stored, [head["0.weight"], head["0.bias"], head["2.weight"], head["2.bias"]]
+
+
+def measure_universality(sets: list[EmbeddingSet], config: UniversalityConfig) -> list[dict]:
+    """One row per (encoder, task), with every random head's details under `random_heads`."""
+    rows = []
+    for emb in sets:
+        for k, task in enumerate(emb.tasks):
+            stored, trained = _checkpoint_heads(emb, task.name)
+            if config.head == "trained" and trained is None:
+                raise ValueError(f"--head trained needs a repeval checkpoint; {emb.source.name!r} has no trained head")
+            m = config.measure().fit(
+                emb.train.features, emb.train.labels[:, k], emb.test.features, emb.test.labels[:, k],
+                n_classes=task.num_classes, stored_heads=stored, trained_head=trained)
+            mean = lambda key, heads=m.random_: float(np.mean([h[key] for h in heads]))  # noqa: E731
+            rows.append({
+                "checkpoint": emb.source.name, "checkpoint_hash": emb.source.key, "dataset": emb.source.dataset,
+                "task": task.name, "head": config.head, "n_random": config.n_random, "standardize": config.standardize,
+                "optimal_loss": m.optimal_["loss"], "optimal_grad_norm": m.optimal_["grad_norm"],
+                "optimal_converged": m.optimal_["converged"],
+                "unmatched_loss_mean": mean("unmatched_loss"), "matched_loss_mean": mean("matched_loss"),
+                "matched_accuracy_mean": mean("matched_accuracy"),
+                "gap_mean": m.gap_mean_, "gap_std": m.gap_std_, "universality": m.universality_,
+                "universality_mean": m.universality_mean_, "universality_std": m.universality_std_,
+                "proxy_mean": mean("proxy"), "spearman_rho": m.spearman_[0], "spearman_p": m.spearman_[1],
+                "test_optimal_loss": m.test_["optimal_loss"], "test_gap_mean": m.test_["gap_mean"],
+                "test_gap_std": m.test_["gap_std"], "test_universality": m.test_["universality"],
+                "stored_dummy_gap_mean": mean("gap", m.stored_) if m.stored_ else None,
+                "optimal": m.optimal_, "random_heads": m.random_, "stored_dummy_heads": m.stored_,
+                "test_random_heads": m.test_["random"], "repeval_version": __version__,
+            })
+    return rows
+
+
+def across_encoders(rows: list[dict]) -> dict:
+    """Spearman correlation of mean proxy and mean gap across encoders, per task (>= 3 encoders)."""
+    out = {}
+    for task in dict.fromkeys(r["task"] for r in rows):
+        sel = [r for r in rows if r["task"] == task]
+        if len(sel) >= 3:
+            rho, p = spearmanr([r["proxy_mean"] for r in sel], [r["gap_mean"] for r in sel])
+            out[task] = {"rho": float(rho), "p": float(p), "encoders": len(sel)}
+        else:
+            out[task] = {"rho": None, "p": None, "encoders": len(sel), "why": "needs at least 3 encoders"}
+    return out
+
+
+def write_universality(rows: list[dict], out_dir: str | os.PathLike, provenance: dict) -> None:
+    out_dir = Path(out_dir)
+    atomic_json(_jsonable({"repeval_version": __version__, "provenance": provenance,
+                           "across_encoders": across_encoders(rows), "rows": rows}), out_dir / "universality.json")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(out_dir / "universality.csv", lambda f: f.write(buffer.getvalue().encode()))
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    return obj
+
+
+def universality_table(rows: list[dict]) -> Table:
+    table = Table(title=f"universality ({rows[0]['head']} heads, {rows[0]['n_random']} random draws; train split)")
+    for col in ("encoder", "task", "optimal loss", "random loss (matched)", "gap", "U = 1/gap", "matched acc",
+                "ρ(proxy, gap)", "test gap"):
+        table.add_column(col, justify="left" if col in ("encoder", "task") else "right",
+                         overflow="fold" if col == "encoder" else "ellipsis")
+    for r in rows:
+        table.add_row(r["checkpoint"], r["task"], f"{r['optimal_loss']:.4f}",
+                      f"{r['matched_loss_mean']:.4f}", f"{r['gap_mean']:.4f} ± {r['gap_std']:.4f}",
+                      f"{r['universality']:.4f}", f"{r['matched_accuracy_mean']:.3f}",
+                      f"{r['spearman_rho']:+.2f}", f"{r['test_gap_mean']:.4f}")
+    return table
+
+
+def provenance(sets: list[EmbeddingSet], config: UniversalityConfig) -> dict:
+    return {"command": "repeval universality", "config": asdict(config),
+            "sources": [{"name": s.source.name, "key": s.source.key, "dataset": s.source.dataset,
+                         "dataset_args": s.source.dataset_args, "origin": s.source.origin} for s in sets]}
