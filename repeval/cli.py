@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from typer.exceptions import TyperException
 
 from repeval import __version__
+from repeval.console import console, progress_default
 from repeval.datasets import DATASETS, NEEDS_DATA_DIR
 from repeval.errors import InvalidChoiceError, NonFiniteLossError, RepevalError, check_choice
 from repeval.probes.embeddings import source_from_checkpoint, source_from_timm
@@ -94,7 +94,7 @@ def train(
     num_workers: int = typer.Option(0, help="DataLoader worker processes."),
     out: Path = typer.Option(Path("runs"), help="Folder that receives the run folder."),
     resume: Optional[Path] = typer.Option(None, help="Continue this run folder from its last finished epoch."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Default: on a terminal only."),
 ) -> None:
     """Train a multi-task encoder (vanilla, or with --dgr)."""
     if dataset in NEEDS_DATA_DIR and data_dir is None and resume is None:
@@ -112,7 +112,7 @@ def train(
                       eps=dgr_eps, dummy_seed=dgr_seed) if dgr else None,
         lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size, lr_step=lr_step,
         lr_gamma=lr_gamma, seed=seed, device=device, num_workers=num_workers, out_dir=str(out),
-        progress=progress,
+        progress=progress_default() if progress is None else progress,
     )
     run_dir = run_training(config, resume_dir=resume)
     typer.echo(str(run_dir))
@@ -137,7 +137,7 @@ def probe(
     batch_size: int = typer.Option(256, help="Extraction batch size."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Re-use cached embeddings."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default runs/probe-<time>)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Default: on a terminal only."),
     universality: bool = typer.Option(False, "--universality/--no-universality", help="Also measure universality."),
     head: str = typer.Option("linear", help=f"Universality head family, {_one_of(UNIVERSALITY_HEADS)}."),
     n_random: int = typer.Option(10, help="Random heads per task for --universality."),
@@ -150,8 +150,9 @@ def probe(
     maps = tuple(m for m, on in (("tsne", tsne), ("umap", umap)) if on)
     measure = UniversalityConfig(n_random=n_random, head=head, standardize=standardize) if universality else None
     run_probe_workflow(sources, config, out, maps=maps, max_points=max_points, universality=measure,
-                       device=str(resolve_device(device)), batch_size=batch_size, use_cache=cache, progress=progress,
-                       console=Console())
+                       device=str(resolve_device(device)), batch_size=batch_size, use_cache=cache,
+                       progress=progress_default() if progress is None else progress,
+                       console=console())
     typer.echo(str(out))
 
 
@@ -179,7 +180,7 @@ def universality_command(
     sets = extract_all(_sources(checkpoints, timm, pretrained_file, dataset, data_dir, data_option),
                        device=str(resolve_device(device)))
     out = out or Path("runs") / f"universality-{time.strftime('%Y%m%d-%H%M%S')}"
-    universality_of(sets, config, out, Console())
+    universality_of(sets, config, out, console())
     typer.echo(str(out))
 
 
@@ -228,12 +229,12 @@ def _sources(checkpoints, timm_name, pretrained_file, dataset, data_dir, data_op
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Folder for the demo's runs and summary."),
     epochs: Optional[int] = typer.Option(None, help="Override the MultiDigits default epochs."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Default: on a terminal only."),
 ) -> None:
     """Train vanilla and DGR encoders on the embedded MultiDigits data and compare them."""
     from repeval.demo import run_demo
 
-    run_demo(out, epochs=epochs, progress=progress)
+    run_demo(out, epochs=epochs, progress=progress_default() if progress is None else progress)
 
 
 @app.command()

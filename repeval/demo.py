@@ -11,9 +11,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from rich.console import Console
-
 from repeval import __version__
+from repeval.console import console as make_console
 from repeval.demo_report import write_report
 from repeval.probes.embeddings import source_from_checkpoint
 from repeval.probes.plots import plot_training_curves
@@ -52,7 +51,7 @@ def run_demo(out: Path, epochs: int | None = None, progress: bool = True, seed: 
     rows, universality = results.rows, results.universality
     plot_training_curves(histories, out / "training_curves")
 
-    console = Console()
+    console = make_console()
     console.print(summary_table(rows))
     console.print(universality_table(universality))
     tasks = list(histories["vanilla"][-1]["test_accuracy"])
