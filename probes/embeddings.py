@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from repeval import __version__, datasets
 from repeval.checkpoint import content_hash, load_checkpoint, model_from_checkpoint
-from repeval.datasets import InputSpec, collate_batch, normalize_batch
+from repeval.datasets import InputNormalizer, InputSpec, collate_batch
 from repeval.models import build_encoder, check_backbone
 from repeval.storage import atomic_write, cache_dir
 from repeval.tasks import TaskSpec
@@ -161,11 +161,12 @@ def embed(
         encoder.to(memory_format=torch.channels_last)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_batch,
                         pin_memory=device.type == "cuda")
+    normalize = InputNormalizer(input_spec, device)
     out = torch.empty((len(dataset), encoder.num_features), dtype=torch.float32, device=device)
     start = 0
     with tqdm(total=len(dataset), unit="img", desc=desc, disable=not progress, leave=False) as bar:
         for images, _ in loader:
-            x = normalize_batch(images.to(device, non_blocking=True), input_spec)
+            x = normalize(images.to(device, non_blocking=True))
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cuda", dtype=torch.bfloat16):

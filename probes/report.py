@@ -77,7 +77,7 @@ def embedding_maps(sets: list[EmbeddingSet], out_dir: str | os.PathLike, method:
     rng = np.random.default_rng(seed)
     n = len(first.test.indices)
     pick = np.sort(rng.choice(n, size=min(max_points, n), replace=False))
-    names = _unique_names([s.source.name for s in sets])
+    names = unique_names([s.source.name for s in sets])
     coords = {name: embed_2d(s.test.features[pick], method=method, seed=seed, n_jobs=n_jobs) for name, s in zip(names, sets)}
     out_dir = Path(out_dir)
     plot_embedding_grid(coords, first.test.labels[pick], first.tasks, out_dir / method, method=method, seed=seed)
@@ -86,7 +86,8 @@ def embedding_maps(sets: list[EmbeddingSet], out_dir: str | os.PathLike, method:
     return coords
 
 
-def _unique_names(names: list[str]) -> list[str]:
+def unique_names(names: list[str]) -> list[str]:
+    """Suffix repeated names: ["a", "a"] -> ["a", "a (2)"]."""
     seen: dict = defaultdict(int)
     out = []
     for name in names:

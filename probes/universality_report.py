@@ -49,12 +49,10 @@ class UniversalityConfig:
                                    random_state=self.seed)
 
 
-def _checkpoint_heads(emb: EmbeddingSet, task: str) -> tuple[list, list | None]:
+def _checkpoint_heads(ckpt: dict | None, task: str) -> tuple[list, list | None]:
     """The checkpoint's stored dummy heads (one parameter list each) and its trained head."""
-    path = emb.source.origin.get("checkpoint")
-    if path is None:
+    if ckpt is None:
         return [], None
-    ckpt = load_checkpoint(path)
     dummies = ckpt["dummy_heads"].get(task)
     stored = [] if not dummies else [[dummies[k][j] for k in ("w1", "b1", "w2", "b2")] for j in range(dummies["w1"].shape[0])]
     head = ckpt["heads"][task]
@@ -65,8 +63,10 @@ def measure_universality(sets: list[EmbeddingSet], config: UniversalityConfig) -
     """One row per (encoder, task), with every random head's details under `random_heads`."""
     rows = []
     for emb in sets:
+        path = emb.source.origin.get("checkpoint")
+        ckpt = None if path is None else load_checkpoint(path)
         for k, task in enumerate(emb.tasks):
-            stored, trained = _checkpoint_heads(emb, task.name)
+            stored, trained = _checkpoint_heads(ckpt, task.name)
             if config.head == "trained" and trained is None:
                 raise ValueError(f"--head trained needs a repeval checkpoint; {emb.source.name!r} has no trained head")
             m = config.measure().fit(

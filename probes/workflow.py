@@ -11,7 +11,7 @@ from rich.console import Console
 from repeval import __version__
 from repeval.probes.embeddings import EmbeddingSet, EncoderSource, extract
 from repeval.probes.plots import plot_probe_bars
-from repeval.probes.report import _unique_names, embedding_maps, summary_table, write_probe_results
+from repeval.probes.report import embedding_maps, summary_table, unique_names, write_probe_results
 from repeval.probes.suite import ProbeConfig, run_probes
 from repeval.probes.universality_report import (
     UniversalityConfig, measure_universality, universality_table, write_universality,
@@ -25,7 +25,7 @@ def extract_all(sources: list[EncoderSource], device: str = "cpu", batch_size: i
 
     >>> sets = extract_all([source_from_checkpoint(p) for p in ("a.pt", "b.pt")])  # doctest: +SKIP
     """
-    names = _unique_names([s.name for s in sources])
+    names = unique_names([s.name for s in sources])
     return [extract(replace(s, name=n), device=device, batch_size=batch_size, use_cache=use_cache, progress=progress)
             for s, n in zip(sources, names)]
 

@@ -13,7 +13,8 @@ import typer
 from typer.exceptions import TyperException
 
 from repeval import __version__
-from repeval.console import console, progress_default
+from repeval.console import console as make_console
+from repeval.console import progress_default
 from repeval.datasets import DATASETS, NEEDS_DATA_DIR
 from repeval.errors import InvalidChoiceError, NonFiniteLossError, RepevalError, check_choice
 from repeval.probes.embeddings import source_from_checkpoint, source_from_timm
@@ -152,7 +153,7 @@ def probe(
     run_probe_workflow(sources, config, out, maps=maps, max_points=max_points, universality=measure,
                        device=str(resolve_device(device)), batch_size=batch_size, use_cache=cache,
                        progress=progress_default() if progress is None else progress,
-                       console=console())
+                       console=make_console())
     typer.echo(str(out))
 
 
@@ -180,7 +181,7 @@ def universality_command(
     sets = extract_all(_sources(checkpoints, timm, pretrained_file, dataset, data_dir, data_option),
                        device=str(resolve_device(device)))
     out = out or Path("runs") / f"universality-{time.strftime('%Y%m%d-%H%M%S')}"
-    universality_of(sets, config, out, console())
+    universality_of(sets, config, out, make_console())
     typer.echo(str(out))
 
 

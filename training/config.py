@@ -53,10 +53,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         owner = "TrainConfig"
-        if self.dataset not in datasets.DATASETS:
-            datasets.DATASETS.get(self.dataset)  # raises the registry's message
-        if self.method not in METHODS:
-            METHODS.get(self.method)
+        datasets.DATASETS.get(self.dataset)  # unknown names raise the registry's message
+        METHODS.get(self.method)
         check_choice(owner, "device", self.device, DEVICES)
         check_number(owner, "hidden", self.hidden, kind=int, low=1)
         check_number(owner, "batch_size", self.batch_size, kind=int, low=1)

@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 
 from repeval import datasets
 from repeval.checkpoint import make_checkpoint
-from repeval.datasets import DatasetBundle, collate_batch, normalize_batch
-from repeval.errors import NonFiniteLossError
+from repeval.datasets import DatasetBundle, InputNormalizer, collate_batch
+from repeval.errors import InvalidChoiceError, NonFiniteLossError
 from repeval.models import MultiTaskModel, build_encoder
 from repeval.training import run as run_files
 from repeval.training.config import TrainConfig
@@ -31,8 +31,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from repeval.errors import InvalidChoiceError
-
         raise InvalidChoiceError("--device cuda was asked for but no CUDA device is available; use auto or cpu")
     return torch.device(name)
 
@@ -45,11 +43,11 @@ class Batch:
     ys: list[torch.Tensor]
 
 
-def to_device(images: torch.Tensor, labels: torch.Tensor, bundle: DatasetBundle, device: torch.device) -> Batch:
+def to_device(images: torch.Tensor, labels: torch.Tensor, normalize: InputNormalizer, device: torch.device) -> Batch:
     # uint8 crosses the bus (pinned, non-blocking) and is normalised on the device.
     images = images.to(device, non_blocking=True)
     labels = labels.to(device, non_blocking=True)
-    x = normalize_batch(images, bundle.input)
+    x = normalize(images)
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     return Batch(x, list(labels.unbind(dim=1)))
@@ -108,10 +106,11 @@ def training_step(
 def evaluate(model: MultiTaskModel, loader: DataLoader, bundle: DatasetBundle, device: torch.device) -> list[float]:
     """Test accuracy of each task head."""
     model.eval()
+    normalize = InputNormalizer(bundle.input, device)
     correct = torch.zeros(len(bundle.tasks), device=device)
     seen = 0
     for images, labels in loader:
-        batch = to_device(images, labels, bundle, device)
+        batch = to_device(images, labels, normalize, device)
         with autocast(device):
             logits = model(batch.x)
         correct += torch.stack([(lg.argmax(1) == y).sum() for lg, y in zip(logits, batch.ys)])
@@ -162,6 +161,7 @@ def train(config: TrainConfig, resume_dir: str | Path | None = None) -> Path:
         run_files.write_config(run_dir, config, bundle.report)
 
     pin = device.type == "cuda"
+    normalize = InputNormalizer(bundle.input, device)
     test_loader = DataLoader(
         bundle.test, batch_size=max(256, config.batch_size), collate_fn=collate_batch,
         num_workers=config.num_workers, pin_memory=pin,
@@ -182,7 +182,7 @@ def train(config: TrainConfig, resume_dir: str | Path | None = None) -> Path:
         bar = tqdm(total=len(bundle.train), unit="img", desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not (config.progress and is_main_process()), leave=False)
         for step, (images, labels) in enumerate(loader):
-            batch = to_device(images, labels, bundle, device)
+            batch = to_device(images, labels, normalize, device)
             losses, penalties = training_step(model, batch, method, regularizer, optimizer)
             loss_sum += losses * len(images)
             finite = torch.isfinite(losses).all()

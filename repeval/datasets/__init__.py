@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from repeval.datasets.base import ArrayDataset, DatasetBundle, InputSpec, collate_batch, normalize_batch
+from repeval.datasets.base import (
+    ArrayDataset, DatasetBundle, InputNormalizer, InputSpec, collate_batch, normalize_batch,
+)
 from repeval.datasets.multidigits import build_multidigits
 from repeval.datasets.utkface import build_utkface
 from repeval.registry import Registry
@@ -33,5 +35,5 @@ def list_datasets() -> list[str]:
 
 __all__ = [
     "ArrayDataset", "DatasetBundle", "InputSpec", "DATASETS", "NEEDS_DATA_DIR",
-    "build", "list_datasets", "collate_batch", "normalize_batch",
+    "build", "list_datasets", "collate_batch", "normalize_batch", "InputNormalizer",
 ]

@@ -76,9 +76,7 @@ def build_multidigits(
     check_number(owner, "digit_size", digit_size, kind=int, low=4)
     check_number(owner, "canvas", canvas, kind=int, low=digit_size)
     check_number(owner, "jitter", jitter, kind=int, low=0, high=canvas - digit_size)
-    check_number(owner, "test_fraction", test_fraction, low=0.0, high=1.0, low_open=True)
-    if test_fraction >= 1.0:
-        check_number(owner, "test_fraction", test_fraction, low=0.0, high=0.99)
+    check_number(owner, "test_fraction", test_fraction, low=0.0, high=0.95, low_open=True)
 
     digits, labels = _source_digits(digit_size)
     rng = np.random.default_rng(split_seed)
