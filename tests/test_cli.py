@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from repeval.cli import main
+from repeval.training.methods import METHODS
 
 
 def run(capsys, *args):
@@ -18,7 +19,7 @@ def run(capsys, *args):
         (["train", "mnist"], "error: unknown dataset 'mnist'; choose from: multidigits, utkface"),
         (["train", "--backbone", "resnet5"], "error: unknown backbone 'resnet5'; choose any timm model name"),
         (["train", "--dgr", "--dgr-penalty", "cube"], "error: The 'penalty' parameter of DGRConfig must be one of 'norm', 'squared'. Got 'cube' instead."),
-        (["train", "--method", "nope"], "error: unknown method 'nope'; choose from: ew"),
+        (["train", "--method", "nope"], f"error: unknown method 'nope'; choose from: {', '.join(METHODS.names())}"),
         (["train", "--device", "tpu"], "'device' parameter of TrainConfig must be one of 'auto', 'cpu', 'cuda'"),
         (["train", "--epochs", "x"], "error: Invalid value for '--epochs'"),
         (["train", "--bogus"], "error: No such option: --bogus"),

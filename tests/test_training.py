@@ -146,7 +146,7 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
 
 
 def test_config_errors_name_the_value_and_the_choices():
-    with pytest.raises(InvalidChoiceError, match="unknown method 'pcgrd'; choose from: ew"):
+    with pytest.raises(InvalidChoiceError, match=f"unknown method 'pcgrd'; choose from: {', '.join(METHODS.names())}$"):
         TrainConfig(method="pcgrd")
     with pytest.raises(InvalidChoiceError, match="'device' parameter of TrainConfig must be one of 'auto', 'cpu', 'cuda'. Got 'tpu'"):
         TrainConfig(device="tpu")

@@ -22,7 +22,7 @@ from repeval.training import run as run_files
 from repeval.training.config import TrainConfig
 from repeval.training.dgr import DummyGradientRegularizer
 from repeval.training.distributed import epoch_sampler, is_main_process
-from repeval.training.methods import Method, create_method
+from repeval.training.methods import Method, ParamGroups, create_method
 
 log = logging.getLogger("repeval")
 
@@ -97,7 +97,8 @@ def training_step(
     losses = torch.stack([F.cross_entropy(lg.float(), y) for lg, y in zip(logits, batch.ys)])
     z_grad, penalties = regularizer(z, batch.ys) if regularizer else (None, None)
     optimizer.zero_grad(set_to_none=True)
-    method.backward(losses, z, z_grad)
+    params = ParamGroups(list(model.encoder.parameters()), [list(model.heads[t.name].parameters()) for t in model.tasks])
+    method.backward(losses, z, z_grad, params)
     optimizer.step()
     return losses.detach(), penalties
 
@@ -139,7 +140,7 @@ def train(config: TrainConfig, resume_dir: str | Path | None = None) -> Path:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     task_names = [t.name for t in bundle.tasks]
-    method = create_method(config.method, len(bundle.tasks))
+    method = create_method(config.method, len(bundle.tasks)).to(device)
     regularizer = (
         DummyGradientRegularizer([model.dummy_heads[n] for n in task_names], config.dgr) if config.dgr else None
     )

@@ -3,7 +3,17 @@ of a step (and DGR's extra gradient at z, if any) into gradients."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+
+@dataclass
+class ParamGroups:
+    """The parameters a method writes gradients for: the shared encoder's, and each task head's."""
+
+    shared: list[torch.Tensor]
+    heads: list[list[torch.Tensor]]
 
 
 class Method:
@@ -20,7 +30,11 @@ class Method:
         """Learnable state the optimiser must update (e.g. uncertainty weights)."""
         return []
 
-    def backward(self, losses: torch.Tensor, z: torch.Tensor, z_grad: torch.Tensor | None) -> None:
+    def to(self, device: torch.device) -> Method:
+        """Move learnable state to the model's device."""
+        return self
+
+    def backward(self, losses: torch.Tensor, z: torch.Tensor, z_grad: torch.Tensor | None, params: ParamGroups) -> None:
         """Accumulate gradients into `.grad`. `z_grad` (DGR's lambda * dP/dz) is added to the
         gradient reaching z after the method has combined the task gradients."""
         raise NotImplementedError
@@ -42,7 +56,7 @@ class LossWeighting(Method):
     def combine(self, losses: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def backward(self, losses: torch.Tensor, z: torch.Tensor, z_grad: torch.Tensor | None) -> None:
+    def backward(self, losses: torch.Tensor, z: torch.Tensor, z_grad: torch.Tensor | None, params: ParamGroups) -> None:
         loss = self.combine(losses)
         if z_grad is None:
             loss.backward()

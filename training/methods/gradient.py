@@ -1,0 +1,43 @@
+"""Gradient methods: combine the K per-task gradients of the shared parameters into one update.
+
+Per step: the K task gradients at z come from the heads alone; each is pushed through the
+encoder once (K vector-Jacobian products of the same z, no forward re-run), giving the rows of
+G [K, P]. The method's `aggregate(G)` returns the update on the *sum* scale (the convention of
+every method in repeval), which replaces the encoder's gradient. Each head gets its own task's
+gradient. DGR's gradient at z is pushed through the encoder *after* the combination (as in
+the authors' code): it is not projected or reweighted.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from repeval.training.methods.base import Method, ParamGroups
+
+
+class GradientMethod(Method):
+    def aggregate(self, grads: torch.Tensor) -> torch.Tensor:
+        """Rows = task gradients [K, P] -> update [P] on the sum scale."""
+        raise NotImplementedError
+
+    def task_losses(self, losses: torch.Tensor) -> torch.Tensor:
+        """Losses whose gradients are combined (IMTL-L rescales them first)."""
+        return losses
+
+    def backward(self, losses: torch.Tensor, z: torch.Tensor, z_grad: torch.Tensor | None, params: ParamGroups) -> None:
+        losses = self.task_losses(losses)
+        head_params = [p for head in params.heads for p in head]
+        torch.autograd.backward(losses.sum(), inputs=head_params + self.parameters(), retain_graph=True)
+        z_task_grads = [torch.autograd.grad(losses[k], z, retain_graph=True)[0] for k in range(len(losses))]
+        rows = []
+        for g_z in z_task_grads:
+            grads = torch.autograd.grad(z, params.shared, grad_outputs=g_z, retain_graph=True, allow_unused=True)
+            rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                                   for g, p in zip(grads, params.shared)]))
+        update = self.aggregate(torch.stack(rows).double())
+        offset = 0
+        for p in params.shared:
+            p.grad = update[offset : offset + p.numel()].view_as(p).to(p.dtype).clone()
+            offset += p.numel()
+        if z_grad is not None:
+            torch.autograd.backward(z, z_grad)

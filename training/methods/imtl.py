@@ -1,0 +1,50 @@
+"""IMTL (Liu et al., ICLR 2021): IMTL-L loss scaling (learnable s_k, loss e^{s_k} L_k - s_k,
+s_k starting at 0) and IMTL-G gradient weighting: the update d = sum_k a_k g_k with sum a = 1
+has equal projections onto every unit task gradient u_k. Closed form
+    a_{2:K} = g_1 U^T (D U^T)^{-1},  D = [g_1 - g_k], U = [u_1 - u_k],
+solved by least squares so singular cases do not crash. Sum scale: K * d."""
+
+from __future__ import annotations
+
+import torch
+
+from repeval.training.methods.gradient import GradientMethod
+
+
+def imtl_g_weights(grads: torch.Tensor) -> torch.Tensor:
+    k = len(grads)
+    norms = grads.norm(dim=1)
+    if k == 1 or (norms == 0).any():
+        return torch.full((k,), 1.0 / k, dtype=grads.dtype)
+    units = grads / norms[:, None]
+    d, u = grads[0] - grads[1:], units[0] - units[1:]
+    a = d @ u.T
+    rhs = grads[0] @ u.T
+    rest = torch.linalg.lstsq(a.T, rhs[:, None]).solution[:, 0]
+    return torch.cat([(1 - rest.sum())[None], rest])
+
+
+class IMTL(GradientMethod):
+    def __init__(self, num_tasks: int):
+        super().__init__(num_tasks)
+        self.log_scale = torch.zeros(num_tasks, requires_grad=True)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.log_scale]
+
+    def to(self, device: torch.device) -> IMTL:
+        self.log_scale = self.log_scale.detach().to(device).requires_grad_(True)
+        return self
+
+    def task_losses(self, losses: torch.Tensor) -> torch.Tensor:
+        return torch.exp(self.log_scale) * losses - self.log_scale
+
+    def aggregate(self, grads: torch.Tensor) -> torch.Tensor:
+        return len(grads) * (imtl_g_weights(grads) @ grads)
+
+    def state_dict(self) -> dict:
+        return {"log_scale": self.log_scale.detach().cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.log_scale.copy_(state["log_scale"])
