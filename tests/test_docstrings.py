@@ -9,7 +9,7 @@ import pytest
 
 MODULES = [
     "repeval.registry", "repeval.errors", "repeval.datasets", "repeval.datasets.multidigits",
-    "repeval.probes.embeddings", "repeval.probes.suite", "repeval.probes.universality",
+    "repeval.probes.embeddings", "repeval.probes.suite", "repeval.probes.universality", "repeval.metrics",
 ]  # modules whose examples need trained runs mark them +SKIP and are not listed
 
 

@@ -1,0 +1,55 @@
+"""Multi-task metrics.
+
+Delta_MTL (Maninis et al. 2019; the DGR paper's eq. 6): the mean relative improvement of a
+multi-task model m over single-task baselines b, sign-flipped for lower-is-better metrics:
+    (-1)^{l_j} (M_m,j - M_b,j) / M_b,j.
+Public code averages it three ways; each is a named variant:
+- "per-task" (default; DGR paper, Auto-lambda): one metric per task, mean over tasks;
+- "all-metrics" (Nash-MTL, CAGrad): plain mean over every metric of every task;
+- "task-then-metrics" (LibMTL): mean over each task's metrics, then over tasks.
+"""
+
+from __future__ import annotations
+
+from repeval.errors import check_choice
+
+DELTA_VARIANTS = ("per-task", "all-metrics", "task-then-metrics")
+
+
+def delta_mtl(
+    multi: dict[str, dict[str, float]],
+    single: dict[str, dict[str, float]],
+    lower_is_better: set[str] | frozenset[str] = frozenset(),
+    variant: str = "per-task",
+    primary: dict[str, str] | None = None,
+) -> float:
+    """Delta_MTL as a fraction (0.0266 = +2.66%).
+
+    `multi` and `single` map task -> {metric: value}; `lower_is_better` names the metrics to
+    sign-flip; `primary` picks each task's metric for "per-task" (default: its first metric).
+
+    >>> single = {"age": {"acc": 0.5233}, "gender": {"acc": 0.8964}, "race": {"acc": 0.7728}}
+    >>> vanilla = {"age": {"acc": 0.5391}, "gender": {"acc": 0.9153}, "race": {"acc": 0.7948}}
+    >>> round(100 * delta_mtl(vanilla, single), 2)  # the paper's Table 1, Vanilla row
+    2.66
+    """
+    check_choice("delta_mtl", "variant", variant, DELTA_VARIANTS)
+    missing = set(single) - set(multi)
+    if missing:
+        raise ValueError(f"the multi-task results lack task(s) {sorted(missing)} of the single-task baseline")
+
+    def gain(task: str, metric: str) -> float:
+        base = single[task][metric]
+        if base == 0:
+            raise ValueError(f"single-task {task}/{metric} is 0: relative improvement is undefined")
+        sign = -1.0 if metric in lower_is_better else 1.0
+        return sign * (multi[task][metric] - base) / base
+
+    tasks = list(single)
+    if variant == "per-task":
+        chosen = {t: (primary or {}).get(t, next(iter(single[t]))) for t in tasks}
+        return sum(gain(t, chosen[t]) for t in tasks) / len(tasks)
+    if variant == "all-metrics":
+        gains = [gain(t, m) for t in tasks for m in single[t]]
+        return sum(gains) / len(gains)
+    return sum(sum(gain(t, m) for m in single[t]) / len(single[t]) for t in tasks) / len(tasks)
