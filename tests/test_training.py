@@ -68,10 +68,11 @@ def test_checkpoint_contract(tmp_path):
     assert acc == pytest.approx(list(raw["metrics"]["test_accuracy"].values()), abs=1e-6)
 
 
-@pytest.mark.parametrize("with_dgr", [False, True])
-def test_resume_ends_with_the_metrics_of_an_uninterrupted_run(tmp_path, monkeypatch, with_dgr):
+# Stateful methods too: UW's learnable scalars, Nash-MTL's warm start, PCGrad's generator.
+@pytest.mark.parametrize(("with_dgr", "method"), [(False, "ew"), (True, "ew"), (False, "uw"), (True, "nash"), (False, "pcgrad")])
+def test_resume_ends_with_the_metrics_of_an_uninterrupted_run(tmp_path, monkeypatch, with_dgr, method):
     dgr = DGRConfig() if with_dgr else None
-    straight = train(config(tmp_path / "a", epochs=3, dgr=dgr))
+    straight = train(config(tmp_path / "a", epochs=3, dgr=dgr, method=method))
 
     real_save = run_files.save_epoch
 
@@ -82,7 +83,7 @@ def test_resume_ends_with_the_metrics_of_an_uninterrupted_run(tmp_path, monkeypa
 
     monkeypatch.setattr(run_files, "save_epoch", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train(config(tmp_path / "b", epochs=3, dgr=dgr))
+        train(config(tmp_path / "b", epochs=3, dgr=dgr, method=method))
     monkeypatch.setattr(run_files, "save_epoch", real_save)
     (interrupted,) = (tmp_path / "b" / "runs").iterdir()
     assert len(run_files.read_metrics(interrupted)) == 2

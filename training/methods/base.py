@@ -62,3 +62,27 @@ class LossWeighting(Method):
             loss.backward()
         else:
             torch.autograd.backward([loss, z], [torch.ones_like(loss), z_grad])
+
+
+class LearnsTaskScalars:
+    """Mixin for methods with one learnable value per task (UW's log variances, IMTL-L's log
+    loss scales): optimised with the model, moved to its device, saved for --resume."""
+
+    scalars: torch.Tensor
+
+    def init_scalars(self, num_tasks: int, value: float) -> None:
+        self.scalars = torch.full((num_tasks,), float(value), requires_grad=True)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.scalars]
+
+    def to(self, device: torch.device):
+        self.scalars = self.scalars.detach().to(device).requires_grad_(True)
+        return self
+
+    def state_dict(self) -> dict:
+        return {"scalars": self.scalars.detach().cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.scalars.copy_(state["scalars"])

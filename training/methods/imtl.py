@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from repeval.training.methods.base import LearnsTaskScalars
 from repeval.training.methods.gradient import GradientMethod
 
 
@@ -24,27 +25,17 @@ def imtl_g_weights(grads: torch.Tensor) -> torch.Tensor:
     return torch.cat([(1 - rest.sum())[None], rest])
 
 
-class IMTL(GradientMethod):
+class IMTL(LearnsTaskScalars, GradientMethod):
     def __init__(self, num_tasks: int):
         super().__init__(num_tasks)
-        self.log_scale = torch.zeros(num_tasks, requires_grad=True)
+        self.init_scalars(num_tasks, 0.0)
 
-    def parameters(self) -> list[torch.Tensor]:
-        return [self.log_scale]
-
-    def to(self, device: torch.device) -> IMTL:
-        self.log_scale = self.log_scale.detach().to(device).requires_grad_(True)
-        return self
+    @property
+    def log_scale(self) -> torch.Tensor:
+        return self.scalars
 
     def task_losses(self, losses: torch.Tensor) -> torch.Tensor:
         return torch.exp(self.log_scale) * losses - self.log_scale
 
     def aggregate(self, grads: torch.Tensor) -> torch.Tensor:
         return len(grads) * (imtl_g_weights(grads) @ grads)
-
-    def state_dict(self) -> dict:
-        return {"log_scale": self.log_scale.detach().cpu()}
-
-    def load_state_dict(self, state: dict) -> None:
-        with torch.no_grad():
-            self.log_scale.copy_(state["log_scale"])

@@ -8,27 +8,17 @@ from __future__ import annotations
 
 import torch
 
-from repeval.training.methods.base import LossWeighting
+from repeval.training.methods.base import LearnsTaskScalars, LossWeighting
 
 
-class UncertaintyWeighting(LossWeighting):
+class UncertaintyWeighting(LearnsTaskScalars, LossWeighting):
     def __init__(self, num_tasks: int, init: float = -0.5):
         super().__init__(num_tasks)
-        self.log_var = torch.full((num_tasks,), float(init), requires_grad=True)
+        self.init_scalars(num_tasks, init)
 
-    def parameters(self) -> list[torch.Tensor]:
-        return [self.log_var]
-
-    def to(self, device: torch.device) -> UncertaintyWeighting:
-        self.log_var = self.log_var.detach().to(device).requires_grad_(True)
-        return self
+    @property
+    def log_var(self) -> torch.Tensor:
+        return self.scalars
 
     def combine(self, losses: torch.Tensor) -> torch.Tensor:
         return 0.5 * (torch.exp(-self.log_var) * losses + self.log_var).sum()
-
-    def state_dict(self) -> dict:
-        return {"log_var": self.log_var.detach().cpu()}
-
-    def load_state_dict(self, state: dict) -> None:
-        with torch.no_grad():
-            self.log_var.copy_(state["log_var"])
