@@ -28,7 +28,12 @@ from repeval.probes.svm import SharedRBFGram, gram_bytes
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """`svm_memory_gb`: budget for the shared RBF Gram matrices of the `svm` fast path."""
+    """What `run_probes` fits: classifiers (registry names), seeds, `--tune` (CV on the training
+    split), parallel `jobs`; `svm_memory_gb` budgets the shared RBF Gram matrices of `svm`.
+
+    >>> ProbeConfig(classifiers=("dt", "knn"), seeds=(0, 1, 2)).classifiers
+    ('dt', 'knn')
+    """
 
     classifiers: tuple[str, ...] = ("dt", "svm", "knn")
     seeds: tuple[int, ...] = (0,)

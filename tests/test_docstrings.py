@@ -10,6 +10,7 @@ import pytest
 MODULES = [
     "repeval.registry", "repeval.errors", "repeval.datasets", "repeval.datasets.multidigits",
     "repeval.probes.embeddings", "repeval.probes.suite", "repeval.probes.universality", "repeval.metrics",
+    "repeval.training.config", "repeval.training.dgr",
 ]  # modules whose examples need trained runs mark them +SKIP and are not listed
 
 

@@ -191,7 +191,8 @@ def test_maps_have_the_grid_shape_and_colour_the_right_classes(tmp_path):
 def test_probe_command_writes_results_with_provenance(checkpoint, tmp_path, capsys):
     out = tmp_path / "probe"
     code = main(["probe", str(checkpoint), str(checkpoint), "--classifiers", "knn,dt", "--seeds", "0,1",
-                 "--tsne", "--max-points", "60", "--out", str(out), "--no-progress", "--device", "cpu"])
+                 "--tsne", "--max-points", "60", "--out", str(out), "--no-progress", "--device", "cpu",
+                 "--universality", "--n-random", "3"])
     assert code == 0, capsys.readouterr().err
     result = json.loads((out / "probe.json").read_text())
     rows = result["rows"]
@@ -202,6 +203,8 @@ def test_probe_command_writes_results_with_provenance(checkpoint, tmp_path, caps
     assert (out / "probe.csv").read_text().count("\n") == len(rows) + 1
     for name in ("tsne.png", "tsne.svg", "coords.npz", "probe_bars.png"):
         assert (out / name).exists(), name
+    universality = json.loads((out / "universality.json").read_text())
+    assert len(universality["rows"]) == 2 * 3 and all(len(r["random_heads"]) == 3 for r in universality["rows"])
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -179,3 +179,24 @@ def test_every_registered_method_takes_a_finite_step(name):
     assert torch.isfinite(losses).all()
     assert any(not torch.equal(a, b) for a, b in zip(before, model.encoder.parameters()))
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_backbone_weights_load_from_a_local_file(tmp_path):
+    """--pretrained-file: timm loads the local file (classifier weights dropped), nothing fetched."""
+    import timm
+
+    from repeval.errors import DataNotFoundError
+    from repeval.models import build_encoder
+
+    torch.manual_seed(123)
+    source = timm.create_model("test_resnet", num_classes=10)  # with a classifier, like ImageNet weights
+    path = tmp_path / "weights.pth"
+    torch.save(source.state_dict(), path)
+    torch.manual_seed(0)
+    encoder = build_encoder("test_resnet", in_chans=3, pretrained_file=path)
+    for name, value in encoder.state_dict().items():
+        if name in source.state_dict():
+            assert torch.equal(value, source.state_dict()[name]), name
+    assert not torch.equal(build_encoder("test_resnet").state_dict()["conv1.0.weight"], source.state_dict()["conv1.0.weight"])
+    with pytest.raises(DataNotFoundError, match="pretrained weights file .* does not exist"):
+        build_encoder("test_resnet", pretrained_file=tmp_path / "missing.pth")

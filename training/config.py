@@ -28,6 +28,10 @@ class TrainConfig:
 
     Options left as None take the dataset's default (`DATASET_DEFAULTS`) in `resolved()`.
     `lr_step=None` decays every third of the epochs (the authors' StepLR(e/3, 0.5)); 0 never.
+
+    >>> cfg = TrainConfig(dataset="multidigits", dgr=DGRConfig(), epochs=2).resolved()
+    >>> cfg.backbone, cfg.lr, cfg.dgr.lam
+    ('test_resnet', 0.002, 0.3)
     """
 
     dataset: str = "multidigits"

@@ -44,7 +44,13 @@ _TINY = 1e-30  # keeps sqrt differentiable where a dummy's gradient vanishes
 
 @dataclass(frozen=True)
 class DGRConfig:
-    """Options of the regulariser; `lam=None` takes the default of the chosen penalty."""
+    """Options of the regulariser; `lam=None` takes the default of the chosen penalty.
+
+    >>> DGRConfig().strength, DGRConfig(penalty="squared").strength
+    (0.3, 0.1)
+    >>> DGRConfig(penalty="squared", estimator="finite-diff", eps=1e-4, dummies=1, lam=1e-6).strength
+    1e-06
+    """
 
     lam: float | None = None
     dummies: int = 3
