@@ -7,7 +7,7 @@ from tests.methods._asserts import assert_finite_under_scaling, assert_same_for_
 def test_equal_projections_onto_every_unit_gradient():
     for seed in range(5):
         g = random_grads(k=4, p=9, seed=seed)
-        a = imtl_g_weights(g)
+        a = imtl_g_weights(g @ g.T)
         d = a @ g
         projections = (g / g.norm(dim=1, keepdim=True)) @ d
         torch.testing.assert_close(projections, projections[0].expand(4), rtol=1e-8, atol=1e-10)

@@ -20,15 +20,13 @@ def project_to_simplex(v: torch.Tensor) -> torch.Tensor:
     return (v - css[rho] / (rho + 1)).clamp_min(0)
 
 
-def cagrad_direction(grads: torch.Tensor, c: float = 0.4, iters: int = 200) -> torch.Tensor:
-    """d before the 1/(1+c^2) rescale, on the mean scale."""
-    k = len(grads)
-    gram = grads @ grads.T
-    b = torch.full((k,), 1.0 / k, dtype=grads.dtype)
-    g0 = b @ grads
-    g0_norm = g0.norm()
+def cagrad_weights(gram: torch.Tensor, c: float = 0.4, iters: int = 200) -> torch.Tensor:
+    """Weights of d = g0 + (c ||g0|| / ||g_w||) g_w (before the rescale, mean scale): b + lambda w."""
+    k = len(gram)
+    b = torch.full((k,), 1.0 / k, dtype=gram.dtype)
+    g0_norm = torch.sqrt((b @ gram @ b).clamp_min(0))
     if c == 0 or g0_norm == 0:
-        return g0
+        return b
     radius = c * g0_norm
 
     def objective(w):
@@ -47,8 +45,13 @@ def cagrad_direction(grads: torch.Tensor, c: float = 0.4, iters: int = 200) -> t
         if (candidate - w).abs().max() < 1e-12:
             break
         w, step = candidate, step * 2
-    g_w = w @ grads
-    return g0 + radius / g_w.norm().clamp_min(1e-30) * g_w
+    g_w_norm = torch.sqrt((w @ gram @ w).clamp_min(1e-60))
+    return b + radius / g_w_norm * w
+
+
+def cagrad_direction(grads: torch.Tensor, c: float = 0.4) -> torch.Tensor:
+    """d before the 1/(1+c^2) rescale, on the mean scale."""
+    return cagrad_weights((grads @ grads.T).double(), c).to(grads.dtype) @ grads
 
 
 class CAGrad(GradientMethod):
@@ -57,5 +60,5 @@ class CAGrad(GradientMethod):
         check_number("CAGrad", "c", c, low=0.0)
         self.c = c
 
-    def aggregate(self, grads: torch.Tensor) -> torch.Tensor:
-        return len(grads) * cagrad_direction(grads, self.c) / (1 + self.c**2)
+    def weights(self, gram: torch.Tensor) -> torch.Tensor:
+        return len(gram) * cagrad_weights(gram, self.c) / (1 + self.c**2)

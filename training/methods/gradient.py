@@ -2,8 +2,11 @@
 
 Per step: the K task gradients at z come from the heads alone; each is pushed through the
 encoder once (K vector-Jacobian products of the same z, no forward re-run), giving the rows of
-G [K, P]. The method's `aggregate(G)` returns the update on the *sum* scale (the convention of
-every method in repeval), which replaces the encoder's gradient. Each head gets its own task's
+G [K, P]. Every method here combines the rows linearly, with weights that depend on G only
+through its K x K Gram matrix, so a method implements `weights(G G^T)` (float64, K numbers, on
+the *sum* scale, the convention of every method in repeval) and the update w^T G is formed
+once in the gradients' own dtype: no P-length work beyond one Gram product and one combination.
+The update replaces the encoder's gradient. Each head gets its own task's
 gradient. DGR's gradient at z is pushed through the encoder *after* the combination (as in
 the authors' code): it is not projected or reweighted.
 """
@@ -16,9 +19,14 @@ from repeval.training.methods.base import Method, ParamGroups
 
 
 class GradientMethod(Method):
+    def weights(self, gram: torch.Tensor) -> torch.Tensor:
+        """Gram matrix [K, K] (float64) of the task gradients -> combination weights [K]."""
+        raise NotImplementedError
+
     def aggregate(self, grads: torch.Tensor) -> torch.Tensor:
         """Rows = task gradients [K, P] -> update [P] on the sum scale."""
-        raise NotImplementedError
+        gram = (grads @ grads.T).double()
+        return self.weights(gram).to(grads.dtype) @ grads
 
     def task_losses(self, losses: torch.Tensor) -> torch.Tensor:
         """Losses whose gradients are combined (IMTL-L rescales them first)."""
@@ -34,7 +42,7 @@ class GradientMethod(Method):
             grads = torch.autograd.grad(z, params.shared, grad_outputs=g_z, retain_graph=True, allow_unused=True)
             rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
                                    for g, p in zip(grads, params.shared)]))
-        update = self.aggregate(torch.stack(rows).double())
+        update = self.aggregate(torch.stack(rows))
         offset = 0
         for p in params.shared:
             p.grad = update[offset : offset + p.numel()].view_as(p).to(p.dtype).clone()

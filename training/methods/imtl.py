@@ -12,15 +12,16 @@ from repeval.training.methods.base import LearnsTaskScalars
 from repeval.training.methods.gradient import GradientMethod
 
 
-def imtl_g_weights(grads: torch.Tensor) -> torch.Tensor:
-    k = len(grads)
-    norms = grads.norm(dim=1)
+def imtl_g_weights(gram: torch.Tensor) -> torch.Tensor:
+    """From the Gram matrix alone: with P[i, j] = g_i . u_j = M[i, j] / ||g_j||,
+    (D U^T)[i, j] = (P[0,0] - P[0,j]) - (P[i,0] - P[i,j]) and (g_1 U^T)[j] = P[0,0] - P[0,j]."""
+    k = len(gram)
+    norms = torch.sqrt(gram.diagonal().clamp_min(0))
     if k == 1 or (norms == 0).any():
-        return torch.full((k,), 1.0 / k, dtype=grads.dtype)
-    units = grads / norms[:, None]
-    d, u = grads[0] - grads[1:], units[0] - units[1:]
-    a = d @ u.T
-    rhs = grads[0] @ u.T
+        return torch.full((k,), 1.0 / k, dtype=gram.dtype)
+    p = gram / norms[None, :]
+    rhs = p[0, 0] - p[0, 1:]
+    a = rhs[None, :] - (p[1:, 0:1] - p[1:, 1:])
     rest = torch.linalg.lstsq(a.T, rhs[:, None]).solution[:, 0]
     return torch.cat([(1 - rest.sum())[None], rest])
 
@@ -37,5 +38,5 @@ class IMTL(LearnsTaskScalars, GradientMethod):
     def task_losses(self, losses: torch.Tensor) -> torch.Tensor:
         return torch.exp(self.log_scale) * losses - self.log_scale
 
-    def aggregate(self, grads: torch.Tensor) -> torch.Tensor:
-        return len(grads) * (imtl_g_weights(grads) @ grads)
+    def weights(self, gram: torch.Tensor) -> torch.Tensor:
+        return len(gram) * imtl_g_weights(gram)

@@ -54,6 +54,5 @@ def min_norm_weights(gram: torch.Tensor, max_iter: int = 2000) -> torch.Tensor:
 
 
 class MGDA(GradientMethod):
-    def aggregate(self, grads: torch.Tensor) -> torch.Tensor:
-        w = min_norm_weights(grads @ grads.T)
-        return len(grads) * (w @ grads)
+    def weights(self, gram: torch.Tensor) -> torch.Tensor:
+        return len(gram) * min_norm_weights(gram)

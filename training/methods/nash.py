@@ -46,13 +46,12 @@ class NashMTL(GradientMethod):
         self.alpha: torch.Tensor | None = None
         self.steps = 0
 
-    def aggregate(self, grads: torch.Tensor) -> torch.Tensor:
+    def weights(self, gram: torch.Tensor) -> torch.Tensor:
         if self.alpha is None or self.steps % self.update_every == 0:
-            self.alpha = nash_weights(grads @ grads.T, init=self.alpha)
+            self.alpha = nash_weights(gram, init=self.alpha)
         self.steps += 1
-        update = self.alpha @ grads
-        norm = update.norm()
-        return update * (self.max_norm / norm) if norm > self.max_norm else update
+        norm = torch.sqrt((self.alpha @ gram @ self.alpha).clamp_min(0))  # ||alpha^T G||
+        return self.alpha * (self.max_norm / norm) if norm > self.max_norm else self.alpha
 
     def state_dict(self) -> dict:
         return {"alpha": self.alpha, "steps": self.steps}

@@ -8,17 +8,22 @@ import torch
 from repeval.training.methods.gradient import GradientMethod
 
 
-def pcgrad(grads: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    projected = grads.clone()
-    k = len(grads)
+def pcgrad_weights(gram: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """PCGrad in Gram space: projected row i is sum_j C[i, j] g_j, so its dot with g_j is
+    (C M)[i, j]; the update sum_i g_i^PC has weights C.sum(0)."""
+    k = len(gram)
+    coef = torch.eye(k, dtype=gram.dtype)
     for i in range(k):
         others = [j for j in torch.randperm(k, generator=generator).tolist() if j != i]
         for j in others:
-            dot = projected[i] @ grads[j]
-            norm_sq = grads[j] @ grads[j]
-            if dot < 0 and norm_sq > 0:
-                projected[i] -= dot / norm_sq * grads[j]
-    return projected.sum(dim=0)
+            dot = coef[i] @ gram[:, j]
+            if dot < 0 and gram[j, j] > 0:
+                coef[i, j] -= dot / gram[j, j]
+    return coef.sum(dim=0)
+
+
+def pcgrad(grads: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return pcgrad_weights((grads @ grads.T).double(), generator).to(grads.dtype) @ grads
 
 
 class PCGrad(GradientMethod):
@@ -26,8 +31,8 @@ class PCGrad(GradientMethod):
         super().__init__(num_tasks)
         self.generator = torch.Generator().manual_seed(seed)
 
-    def aggregate(self, grads: torch.Tensor) -> torch.Tensor:
-        return pcgrad(grads, self.generator)
+    def weights(self, gram: torch.Tensor) -> torch.Tensor:
+        return pcgrad_weights(gram, self.generator)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
