@@ -54,7 +54,7 @@ def main() -> None:
     for name in args.probes.split(","):
         tasks = range(len(CLASSES)) if (name != "svm" or args.full_bare_svm) else range(1)
         best_ours, best_bare = None, None
-        for rep in range(args.reps):  # interleaved; the best of each side is kept
+        for _ in range(args.reps):  # interleaved; the best of each side is kept
             started = time.perf_counter()
             rows = run_probes([data], ProbeConfig(classifiers=(name,), jobs=1))
             ours = time.perf_counter() - started

@@ -129,7 +129,7 @@ def run_probes(sets: list[EmbeddingSet], config: ProbeConfig) -> list[dict]:
                 for k, spec, seed in jobs
             )
         del gram
-        for (k, spec, seed), result in zip(jobs, results):
+        for (_task, spec, seed), result in zip(jobs, results):
             # A deterministic probe's one fit stands for every requested seed.
             seeds = config.seeds if spec.deterministic and not config.tune else (seed,)
             for s in seeds:

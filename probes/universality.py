@@ -156,7 +156,7 @@ def fit_optimal_head(z: torch.Tensor, y: torch.Tensor, family: str, hidden: int,
         opt = torch.optim.LBFGS(params, lr=1, max_iter=20, history_size=20, line_search_fn="strong_wolfe",
                                 tolerance_grad=0.0, tolerance_change=0.0)
 
-        def closure():
+        def closure(opt=opt, params=params):  # bound now: one closure per restart
             opt.zero_grad()
             loss = F.cross_entropy(head_logits(z, params), y)
             loss.backward()

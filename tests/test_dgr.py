@@ -153,7 +153,7 @@ def test_dgr_encoder_gradient_is_the_vjp_of_z():
     z = model.encode(batch.x)
     z_grad, _ = reg(z, batch.ys)
     vjp = torch.autograd.grad(z, list(model.encoder.parameters()), z_grad)
-    for (name, g), v in zip(model.encoder.named_parameters(), vjp):
+    for (name, _), v in zip(model.encoder.named_parameters(), vjp):
         torch.testing.assert_close(with_dgr[name] - base[name], v, rtol=1e-4, atol=1e-6)
 
 

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from repeval.cli import main
 from repeval.errors import InvalidChoiceError
 from repeval.probes.universality import (
-    HEADS, UniversalityMeasure, best_permutation, brute_force_permutation, evaluate_head, fit_optimal_head,
-    gradient_norm, head_logits, init_head, matching_cost,
+    UniversalityMeasure, best_permutation, brute_force_permutation, evaluate_head, gradient_norm, head_logits,
+    init_head, matching_cost,
 )
 
 

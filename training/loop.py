@@ -83,22 +83,27 @@ def model_config(config: TrainConfig, bundle: DatasetBundle, model: MultiTaskMod
     )
 
 
+def param_groups(model: MultiTaskModel) -> ParamGroups:
+    return ParamGroups(list(model.encoder.parameters()), [list(model.heads[t.name].parameters()) for t in model.tasks])
+
+
 def training_step(
     model: MultiTaskModel,
     batch: Batch,
     method: Method,
     regularizer: DummyGradientRegularizer | None,
     optimizer: torch.optim.Optimizer,
+    params: ParamGroups | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One optimisation step. Returns the detached task losses and DGR penalties (no sync)."""
+    """One optimisation step. Returns the detached task losses and DGR penalties (no sync).
+    `params` (from `param_groups(model)`) can be built once per run and passed in."""
     with autocast(batch.x.device):
         z = model.encode(batch.x)
         logits = model.predict(z)
     losses = torch.stack([F.cross_entropy(lg.float(), y) for lg, y in zip(logits, batch.ys)])
     z_grad, penalties = regularizer(z, batch.ys) if regularizer else (None, None)
     optimizer.zero_grad(set_to_none=True)
-    params = ParamGroups(list(model.encoder.parameters()), [list(model.heads[t.name].parameters()) for t in model.tasks])
-    method.backward(losses, z, z_grad, params)
+    method.backward(losses, z, z_grad, params or param_groups(model))
     optimizer.step()
     return losses.detach(), penalties
 
@@ -163,6 +168,7 @@ def train(config: TrainConfig, resume_dir: str | Path | None = None) -> Path:
 
     pin = device.type == "cuda"
     normalize = InputNormalizer(bundle.input, device)
+    params = param_groups(model)
     test_loader = DataLoader(
         bundle.test, batch_size=max(256, config.batch_size), collate_fn=collate_batch,
         num_workers=config.num_workers, pin_memory=pin,
@@ -184,7 +190,7 @@ def train(config: TrainConfig, resume_dir: str | Path | None = None) -> Path:
                    disable=not (config.progress and is_main_process()), leave=False)
         for step, (images, labels) in enumerate(loader):
             batch = to_device(images, labels, normalize, device)
-            losses, penalties = training_step(model, batch, method, regularizer, optimizer)
+            losses, penalties = training_step(model, batch, method, regularizer, optimizer, params)
             loss_sum += losses * len(images)
             finite = torch.isfinite(losses).all()
             if penalties is not None:
