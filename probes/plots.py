@@ -82,7 +82,7 @@ def plot_embedding_grid(coords: dict[str, np.ndarray], labels: np.ndarray, tasks
             axes[r, -1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7,
                                frameon=False, ncol=1 + task.num_classes // 12)
     fig.suptitle(f"{method.upper()} of the shared representation (test split)")
-    _save(fig, out_stem)
+    save_figure(fig, out_stem)
     return fig
 
 
@@ -109,11 +109,12 @@ def plot_probe_bars(rows: list[dict], out_stem: str | os.PathLike, metric: str =
     axes[0, 0].set_ylabel(f"test {metric}")
     axes[0, -1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    _save(fig, out_stem)
+    save_figure(fig, out_stem)
     return fig
 
 
-def _save(fig, out_stem) -> None:
+def save_figure(fig, out_stem) -> None:
+    """`out_stem`.png and .svg, each written atomically; the figure is closed."""
     out_stem = Path(out_stem)
     for ext in ("png", "svg"):
         atomic_write(out_stem.with_suffix(f".{ext}"), lambda f, ext=ext: fig.savefig(f, format=ext, dpi=120, bbox_inches="tight"))
@@ -154,7 +155,7 @@ def plot_training_curves(histories: dict[str, list[dict]], out_stem: str | os.Pa
         ax.set_ylabel("test accuracy")
         loss_ax.set_ylabel("train loss")
     axes[0, -1].legend(fontsize=7, loc="center right")
-    _save(fig, out_stem)
+    save_figure(fig, out_stem)
     return fig
 
 
@@ -177,7 +178,7 @@ def plot_matching(y: np.ndarray, log_probs: np.ndarray, sigma: np.ndarray, out_s
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
-    _save(fig, out_stem)
+    save_figure(fig, out_stem)
     return fig
 
 
@@ -193,5 +194,5 @@ def plot_proxy_vs_gap(random_heads: list[dict], out_stem: str | os.PathLike, tit
     ax.set_xlabel("proxy ||grad_theta sum L||_F")
     ax.set_ylabel("gap (matched random - optimal loss)")
     ax.set_title(title, fontsize=10)
-    _save(fig, out_stem)
+    save_figure(fig, out_stem)
     return fig

@@ -17,6 +17,7 @@ from repeval.console import console as make_console
 from repeval.console import progress_default
 from repeval.datasets import DATASETS, NEEDS_DATA_DIR
 from repeval.errors import InvalidChoiceError, NonFiniteLossError, RepevalError, check_choice
+from repeval.metrics import DELTA_VARIANTS
 from repeval.probes.embeddings import source_from_checkpoint, source_from_timm
 from repeval.probes.plots import METHODS as MAP_METHODS
 from repeval.probes.registry import PROBES, parse_classifiers
@@ -27,10 +28,13 @@ from repeval.probes.universality_report import UniversalityConfig
 from repeval.probes.workflow import extract_all, universality_of
 from repeval.probes.workflow import probe as run_probe_workflow
 from repeval.training.config import DEVICES, TrainConfig
-from repeval.training.dgr import ESTIMATORS, PENALTIES, DGRConfig
+from repeval.training.dgr import ESTIMATORS, ORDERS, PENALTIES, DGRConfig
 from repeval.training.loop import resolve_device
 from repeval.training.loop import train as run_training
-from repeval.training.methods import METHODS
+from repeval.training.methods import METHODS, rep_grad_methods
+from repeval.training.reproduce import PROTOCOLS, utkface_spec
+from repeval.training.results import write_report
+from repeval.training.sweep import read_sweep_file, run_sweep
 
 app = typer.Typer(
     add_completion=False,
@@ -53,13 +57,13 @@ DataOptions = Annotated[list[str], typer.Option("--data-option", help="Dataset a
 Device = Annotated[str, typer.Option("--device", help=_one_of(DEVICES))]
 
 
-def _parse_data_options(items: list[str]) -> dict:
+def _parse_key_values(items: list[str], option: str) -> dict:
     """`KEY=VALUE` pairs; values are read as JSON when they parse (numbers, true/false)."""
     args = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise InvalidChoiceError(f"--data-option must look like KEY=VALUE; got {item!r}")
+            raise InvalidChoiceError(f"{option} must look like KEY=VALUE; got {item!r}")
         try:
             args[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -77,6 +81,9 @@ def train(
     pretrained_file: Optional[Path] = typer.Option(None, help="Local weights file for the backbone."),
     hidden: int = typer.Option(64, help="Hidden width of each two-layer task head."),
     method: str = typer.Option("ew", help=f"Multi-task method, {_one_of(METHODS.names())}."),
+    method_option: list[str] = typer.Option([], help="Method option KEY=VALUE, repeatable (e.g. rho=0.1 for sam)."),
+    task: Optional[str] = typer.Option(None, help="The task a --method single run trains."),
+    rep_grad: bool = typer.Option(False, "--rep-grad", help=f"Task gradients at the shared representation ({', '.join(rep_grad_methods())})."),
     dgr: bool = typer.Option(False, "--dgr/--no-dgr", help="Add Dummy Gradient norm Regularization."),
     dgr_lambda: Optional[float] = typer.Option(None, help="DGR strength; default per penalty (see README)."),
     dgr_penalty: str = typer.Option("norm", help=f"{_one_of(PENALTIES)} (norm: paper eq. 5; squared: authors' code)."),
@@ -84,6 +91,7 @@ def train(
     dgr_dummies: int = typer.Option(3, help="Dummy heads per task."),
     dgr_eps: float = typer.Option(1e-3, help="Finite-difference step (parameter-space norm)."),
     dgr_seed: int = typer.Option(0, help="Seed of the dummy heads."),
+    dgr_order: str = typer.Option("after", help=f"{_one_of(ORDERS)}: DGR's gradient added after the method combines task gradients (authors' code), or inside each task's loss."),
     lr: Optional[float] = typer.Option(None, help="Adam learning rate; default per dataset."),
     weight_decay: float = typer.Option(0.0),
     epochs: Optional[int] = typer.Option(None, help="Default per dataset."),
@@ -100,7 +108,12 @@ def train(
     """Train a multi-task encoder (vanilla, or with --dgr)."""
     if dataset in NEEDS_DATA_DIR and data_dir is None and resume is None:
         raise InvalidChoiceError(f"dataset {dataset!r} needs --data-dir (the folder that holds its files)")
-    dataset_args = {"split_seed": split_seed, **_parse_data_options(data_option)}
+    dataset_args = {"split_seed": split_seed, **_parse_key_values(data_option, "--data-option")}
+    method_args = _parse_key_values(method_option, "--method-option")
+    if task is not None:
+        method_args["task"] = task
+    if rep_grad:
+        method_args["rep_grad"] = True
     config = TrainConfig(
         dataset=dataset,
         data_dir=None if data_dir is None else str(data_dir),
@@ -109,8 +122,9 @@ def train(
         pretrained_file=None if pretrained_file is None else str(pretrained_file),
         hidden=hidden,
         method=method,
+        method_args=method_args,
         dgr=DGRConfig(lam=dgr_lambda, dummies=dgr_dummies, penalty=dgr_penalty, estimator=dgr_estimator,
-                      eps=dgr_eps, dummy_seed=dgr_seed) if dgr else None,
+                      eps=dgr_eps, dummy_seed=dgr_seed, order=dgr_order) if dgr else None,
         lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size, lr_step=lr_step,
         lr_gamma=lr_gamma, seed=seed, device=device, num_workers=num_workers, out_dir=str(out),
         progress=progress_default() if progress is None else progress,
@@ -216,7 +230,7 @@ def _sources(checkpoints, timm_name, pretrained_file, dataset, data_dir, data_op
             raise InvalidChoiceError("give either checkpoints or --timm, not both")
         if dataset is None:
             raise InvalidChoiceError(f"--timm needs --dataset, {_one_of(DATASETS.names())}")
-        args = _parse_data_options(data_option)
+        args = _parse_key_values(data_option, "--data-option")
         if data_dir is not None:
             args["data_dir"] = str(data_dir)
         return [source_from_timm(timm_name, dataset, pretrained_file, args)]
@@ -236,6 +250,55 @@ def demo(
     from repeval.demo import run_demo
 
     run_demo(out, epochs=epochs, progress=progress_default() if progress is None else progress)
+
+
+@app.command()
+def sweep(
+    config: Path = typer.Argument(..., help="Sweep file (.toml or .json); format in README, 'Sweeps and tables'."),
+    out: Path = typer.Option(Path("runs/sweeps"), help="Folder that receives <sweep name>/<run>/."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write the Table-1 report when done."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Default: on a terminal only."),
+) -> None:
+    """Run a grid of trainings (methods x +-DGR x lambda x seeds); run it again to continue it."""
+    spec = read_sweep_file(config)
+    _run_sweep_and_report(spec, out, report, progress)
+
+
+@app.command()
+def reproduce(
+    protocol: str = typer.Argument(..., help=f"Paper protocol, {_one_of(PROTOCOLS)}."),
+    data_dir: Path = typer.Option(..., help="The unpacked UTKFace/ folder."),
+    pretrained_file: Optional[Path] = typer.Option(None, help="ImageNet resnet50 weights (timm state dict)."),
+    smoke: bool = typer.Option(False, "--smoke", help="Tiny settings: checks the whole pipeline in minutes on a CPU."),
+    out: Path = typer.Option(Path("runs/sweeps"), help="Folder that receives the sweep."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Default: on a terminal only."),
+) -> None:
+    """Run the paper's protocol (Table 1 and Figure 2) as a resumable sweep, then report it."""
+    check_choice("reproduce", "protocol", protocol, PROTOCOLS)
+    spec = utkface_spec(data_dir, pretrained_file, smoke=smoke)
+    _run_sweep_and_report(spec, out, True, progress)
+
+
+def _run_sweep_and_report(spec: dict, out: Path, report: bool, progress: Optional[bool]) -> None:
+    folders = run_sweep(spec, out, progress=progress_default() if progress is None else progress)
+    root = out / spec["name"]
+    typer.echo(f"{len(folders)} runs in {root}")
+    if report:
+        where, table = write_report([root], root / "report")
+        typer.echo(table)
+        typer.echo(f"report: {where}")
+
+
+@app.command()
+def report(
+    runs: list[Path] = typer.Argument(..., help="Run folders or sweep folders (searched recursively)."),
+    out: Path = typer.Option(Path("runs/report"), help="Folder for table.md/.csv/.tex, delta_mtl.png and report.json."),
+    delta: str = typer.Option("per-task", help=f"Delta_MTL averaging, {_one_of(DELTA_VARIANTS)}."),
+) -> None:
+    """Table-1 style results (mean ± std over seeds, Δ_MTL vs single-task runs) and the Figure-2 chart."""
+    where, table = write_report(runs, out, variant=delta)
+    typer.echo(table)
+    typer.echo(f"report: {where}")
 
 
 @app.command()

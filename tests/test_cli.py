@@ -26,6 +26,12 @@ def run(capsys, *args):
         (["train", "utkface"], "error: dataset 'utkface' needs --data-dir"),
         (["train", "utkface", "--data-dir", "/no/such/folder"], "does not exist. UTKFace cannot be downloaded"),
         (["train", "--data-option", "n_train"], "--data-option must look like KEY=VALUE; got 'n_train'"),
+        (["train", "--method", "pcgrad", "--rep-grad"], "--rep-grad applies to imtl, mgda only"),
+        (["train", "--method", "sam", "--method-option", "radius=1"], "method 'sam' has no option 'radius'; its options are: rho"),
+        (["train", "--method", "single", "--task", "middle", "--epochs", "1", "--data-option", "n_train=64",
+          "--data-option", "n_test=32", "--no-progress"], "must be one of left, right, sum. Got 'middle'"),
+        (["train", "--dgr", "--dgr-order", "during"], "The 'order' parameter of DGRConfig must be one of 'after', 'before'"),
+        (["sweep", "/no/such.toml"], "sweep file '/no/such.toml' does not exist"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_no_traceback(capsys, args, message):

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from repeval import datasets
 from repeval.errors import InvalidChoiceError, check_choice, check_number
 from repeval.training.dgr import DGRConfig
-from repeval.training.methods import METHODS
+from repeval.training.methods import METHODS, check_method_options
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -41,6 +41,7 @@ class TrainConfig:
     pretrained_file: str | None = None
     hidden: int = 64
     method: str = "ew"
+    method_args: dict = field(default_factory=dict)
     dgr: DGRConfig | None = None
     lr: float | None = None
     weight_decay: float = 0.0
@@ -59,6 +60,7 @@ class TrainConfig:
         owner = "TrainConfig"
         datasets.DATASETS.get(self.dataset)  # unknown names raise the registry's message
         METHODS.get(self.method)
+        check_method_options(self.method, self.method_args)
         check_choice(owner, "device", self.device, DEVICES)
         check_number(owner, "hidden", self.hidden, kind=int, low=1)
         check_number(owner, "batch_size", self.batch_size, kind=int, low=1)

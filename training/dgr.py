@@ -33,6 +33,11 @@ from repeval.models import DummyHeads
 
 PENALTIES = ("norm", "squared")
 ESTIMATORS = ("exact", "finite-diff")
+# Where DGR's gradient joins a multi-task method. "after" (default, the authors' code): added to
+# the encoder gradient after the method has combined the task gradients, so it is never
+# projected or reweighted. "before": task k's DGR gradient is part of task k's loss, so the
+# method combines it like the task (free for every method: no extra backward).
+ORDERS = ("after", "before")
 # Chosen with benchmarks/dgr_scale.py (README, "Choosing lambda"): the smallest lambda of the
 # grid {0.01, 0.1, 0.3, 1} that cuts the end-of-run penalty by at least a third against
 # lambda=0 on MultiDigits without lowering test accuracy. The paper's grid (1e-5..1e-7) belongs
@@ -58,9 +63,11 @@ class DGRConfig:
     estimator: str = "exact"
     eps: float = 1e-3
     dummy_seed: int = 0
+    order: str = "after"
 
     def __post_init__(self) -> None:
         check_choice("DGRConfig", "penalty", self.penalty, PENALTIES)
+        check_choice("DGRConfig", "order", self.order, ORDERS)
         check_choice("DGRConfig", "estimator", self.estimator, ESTIMATORS)
         check_number("DGRConfig", "dummies", self.dummies, kind=int, low=1)
         check_number("DGRConfig", "eps", self.eps, low=0.0, low_open=True)
@@ -95,51 +102,54 @@ def dummy_gradient_penalty(
     return per_dummy.mean()
 
 
+def with_gradient(z: torch.Tensor, task_z_grads: torch.Tensor) -> torch.Tensor:
+    """Zero-valued [K] terms whose gradient at z is `task_z_grads[k]`: added to the task losses,
+    they leave every loss value bit for bit unchanged (s - s == 0) and put DGR inside each task's
+    gradient ("before" order)."""
+    s = (task_z_grads.detach() * z.unsqueeze(0)).flatten(1).sum(dim=1).float()
+    return s - s.detach()
+
+
 class DummyGradientRegularizer:
-    """Computes lambda * dP/dz for all tasks from the model's dummy heads.
+    """Computes lambda * dP/dz from the model's dummy heads, for the tasks in `tasks` (all by
+    default; a single-task run penalises its own task only).
 
     `__call__(z, targets)` returns `(z_grad, penalties)`: `z_grad` shaped like `z` (add it to
-    z's gradient), `penalties` the detached per-task P_k (a tensor; no host sync).
+    z's gradient) or, with `order="before"`, one per task `[K, *z.shape]`; `penalties` the
+    detached per-task P_k, 0 for tasks not in `tasks` (a tensor; no host sync).
     """
 
-    def __init__(self, dummy_heads: list[DummyHeads], config: DGRConfig):
+    def __init__(self, dummy_heads: list[DummyHeads], config: DGRConfig, tasks: tuple[int, ...] | None = None):
         self.dummy_heads = list(dummy_heads)
         self.config = config
+        self.tasks = tuple(range(len(self.dummy_heads))) if tasks is None else tuple(tasks)
 
     def __call__(self, z: torch.Tensor, targets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        estimate = self._exact if self.config.estimator == "exact" else self._finite_difference
         with torch.autocast(z.device.type, enabled=False):
             # bf16 activations from autocast are lifted to float32; float64 stays float64.
             zd = z.detach().to(torch.promote_types(z.dtype, torch.float32)).requires_grad_(True)
-            if self.config.estimator == "exact":
-                grad, penalties = self._exact(zd, targets)
-            else:
-                grad, penalties = self._finite_difference(zd, targets)
+            grads = zd.new_zeros((len(self.dummy_heads), *zd.shape))
+            penalties = zd.new_zeros(len(self.dummy_heads))
+            for k in self.tasks:
+                grads[k], penalties[k] = estimate(zd, self.dummy_heads[k], targets[k])
+        grad = grads if self.config.order == "before" else grads.sum(dim=0)
         return (self.config.strength * grad).to(z.dtype), penalties
 
-    def _exact(self, zd, targets):
-        penalties = torch.stack(
-            [
-                dummy_gradient_penalty(zd, y, heads.params(), self.config.penalty)
-                for heads, y in zip(self.dummy_heads, targets)
-            ]
-        )
-        (grad,) = torch.autograd.grad(penalties.sum(), zd)
-        return grad, penalties.detach()
+    def _exact(self, zd, heads, y):
+        penalty = dummy_gradient_penalty(zd, y, heads.params(), self.config.penalty)
+        (grad,) = torch.autograd.grad(penalty, zd)
+        return grad, penalty.detach()
 
-    def _finite_difference(self, zd, targets):
+    def _finite_difference(self, zd, heads, y):
         eps, squared = self.config.eps, self.config.penalty == "squared"
-        z0 = zd.detach()
-        surrogate, penalties = zd.new_zeros(()), []
-        for heads, y in zip(self.dummy_heads, targets):
-            params = tuple(p.detach().requires_grad_(True) for p in heads.params())
-            grads = torch.autograd.grad(dummy_losses(z0, y, params).sum(), params)
-            norms = (_per_dummy_sq_norms(grads) + _TINY).sqrt()  # [d]
-            units = [g / norms.view(-1, *[1] * (g.dim() - 1)) for g in grads]
-            plus = tuple(p.detach() + eps * u for p, u in zip(params, units))
-            minus = tuple(p.detach() - eps * u for p, u in zip(params, units))
-            diff = (dummy_losses(zd, y, plus) - dummy_losses(zd, y, minus)) / (2 * eps)  # ~ ||grad||
-            weights = (2 * norms if squared else torch.ones_like(norms)) / heads.count
-            surrogate = surrogate + (weights.detach() * diff).sum()
-            penalties.append((norms.pow(2) if squared else norms).mean())
-        (grad,) = torch.autograd.grad(surrogate, zd)
-        return grad, torch.stack(penalties).detach()
+        params = tuple(p.detach().requires_grad_(True) for p in heads.params())
+        grads = torch.autograd.grad(dummy_losses(zd.detach(), y, params).sum(), params)
+        norms = (_per_dummy_sq_norms(grads) + _TINY).sqrt()  # [d]
+        units = [g / norms.view(-1, *[1] * (g.dim() - 1)) for g in grads]
+        plus = tuple(p.detach() + eps * u for p, u in zip(params, units))
+        minus = tuple(p.detach() - eps * u for p, u in zip(params, units))
+        diff = (dummy_losses(zd, y, plus) - dummy_losses(zd, y, minus)) / (2 * eps)  # ~ ||grad||
+        weights = (2 * norms if squared else torch.ones_like(norms)) / heads.count
+        (grad,) = torch.autograd.grad((weights.detach() * diff).sum(), zd)
+        return grad, (norms.pow(2) if squared else norms).mean().detach()

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -20,9 +21,10 @@ from repeval.errors import InvalidChoiceError, NonFiniteLossError
 from repeval.models import MultiTaskModel, build_encoder
 from repeval.training import run as run_files
 from repeval.training.config import TrainConfig
-from repeval.training.dgr import DummyGradientRegularizer
+from repeval.training.dgr import DummyGradientRegularizer, with_gradient
 from repeval.training.distributed import epoch_sampler, is_main_process
 from repeval.training.methods import Method, ParamGroups, create_method
+from repeval.training.methods.base import Pass, StepContext
 
 log = logging.getLogger("repeval")
 
@@ -87,6 +89,28 @@ def param_groups(model: MultiTaskModel) -> ParamGroups:
     return ParamGroups(list(model.encoder.parameters()), [list(model.heads[t.name].parameters()) for t in model.tasks])
 
 
+def forward_pass(model: MultiTaskModel, regularizer: DummyGradientRegularizer | None, batch: Batch) -> Pass:
+    """The training forward: task losses, z, and DGR's gradient at z (after the combination by
+    default; with `order="before"` it enters each task's loss instead, see `dgr.with_gradient`)."""
+    with autocast(batch.x.device):
+        z = model.encode(batch.x)
+        logits = model.predict(z)
+    losses = torch.stack([F.cross_entropy(lg.float(), y) for lg, y in zip(logits, batch.ys)])
+    if regularizer is None:
+        return Pass(losses, z, None, None)
+    z_grad, penalties = regularizer(z, batch.ys)
+    if regularizer.config.order == "before":
+        return Pass(losses + with_gradient(z, z_grad), z, None, penalties)
+    return Pass(losses, z, z_grad, penalties)
+
+
+def functional_task_losses(model: MultiTaskModel, batch: Batch, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Task losses [K] of the model run with `params` in place of its own parameters."""
+    with autocast(batch.x.device):
+        logits = torch.func.functional_call(model, params, (batch.x,))
+    return torch.stack([F.cross_entropy(lg.float(), y) for lg, y in zip(logits, batch.ys)])
+
+
 def training_step(
     model: MultiTaskModel,
     batch: Batch,
@@ -94,18 +118,17 @@ def training_step(
     regularizer: DummyGradientRegularizer | None,
     optimizer: torch.optim.Optimizer,
     params: ParamGroups | None = None,
+    meta_batch: Batch | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One optimisation step. Returns the detached task losses and DGR penalties (no sync).
     `params` (from `param_groups(model)`) can be built once per run and passed in."""
-    with autocast(batch.x.device):
-        z = model.encode(batch.x)
-        logits = model.predict(z)
-    losses = torch.stack([F.cross_entropy(lg.float(), y) for lg, y in zip(logits, batch.ys)])
-    z_grad, penalties = regularizer(z, batch.ys) if regularizer else (None, None)
-    optimizer.zero_grad(set_to_none=True)
-    method.backward(losses, z, z_grad, params or param_groups(model))
-    optimizer.step()
-    return losses.detach(), penalties
+    ctx = StepContext(
+        model=model, batch=batch, forward=partial(forward_pass, model, regularizer),
+        task_losses=partial(functional_task_losses, model), optimizer=optimizer,
+        params=params or param_groups(model), meta_batch=meta_batch,
+    )
+    out = method.step(ctx)
+    return out.losses.detach(), out.penalties
 
 
 @torch.inference_mode()
@@ -125,9 +148,10 @@ def evaluate(model: MultiTaskModel, loader: DataLoader, bundle: DatasetBundle, d
     return (correct / max(seen, 1)).tolist()
 
 
-def train(config: TrainConfig, resume_dir: str | Path | None = None) -> Path:
+def train(config: TrainConfig, resume_dir: str | Path | None = None, run_dir: str | Path | None = None) -> Path:
     """Train a multi-task encoder; returns the run folder. `resume_dir` continues a run from its
-    last finished epoch (its stored config wins over `config`).
+    last finished epoch (its stored config wins over `config`). `run_dir` names the new run's
+    folder (it must not hold files; default: a fresh `<out_dir>/<dataset>-<method>-<time>`).
 
     >>> from repeval.training.dgr import DGRConfig
     >>> run_dir = train(TrainConfig(dataset="multidigits", dgr=DGRConfig(), epochs=2))  # doctest: +SKIP
@@ -145,9 +169,12 @@ def train(config: TrainConfig, resume_dir: str | Path | None = None) -> Path:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     task_names = [t.name for t in bundle.tasks]
-    method = create_method(config.method, len(bundle.tasks)).to(device)
+    method = create_method(config.method, len(bundle.tasks), **config.method_args)
+    method.attach(model)
+    method.to(device)
     regularizer = (
-        DummyGradientRegularizer([model.dummy_heads[n] for n in task_names], config.dgr) if config.dgr else None
+        DummyGradientRegularizer([model.dummy_heads[n] for n in task_names], config.dgr, tasks=method.trained_tasks)
+        if config.dgr else None
     )
     optimizer = torch.optim.Adam([*model.parameters(), *method.parameters()], lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step or 10**9, gamma=config.lr_gamma)
@@ -163,7 +190,7 @@ def train(config: TrainConfig, resume_dir: str | Path | None = None) -> Path:
         torch.set_rng_state(state["rng"])
         start_epoch = ckpt["epoch"] + 1
     elif is_main_process():
-        run_dir = run_files.new_run_dir(config)
+        run_dir = run_files.new_run_dir(config) if run_dir is None else run_files.empty_run_dir(Path(run_dir))
         run_files.write_config(run_dir, config, bundle.report)
 
     pin = device.type == "cuda"
@@ -175,13 +202,10 @@ def train(config: TrainConfig, resume_dir: str | Path | None = None) -> Path:
     )
     metrics: dict = {}
     for epoch in range(start_epoch, config.epochs):
-        loader = DataLoader(
-            bundle.train, batch_size=config.batch_size, sampler=epoch_sampler(bundle.train, config.seed, epoch),
-            collate_fn=collate_batch, num_workers=config.num_workers, pin_memory=pin,
-            # A one-sample last batch breaks batch norm in training mode; the shuffle differs each
-            # epoch, so dropping the incomplete batch costs no sample for good.
-            drop_last=len(bundle.train) > config.batch_size,
-        )
+        loader = train_loader(bundle, config, epoch, config.seed, pin)
+        # Auto-lambda's meta batches: the training set again, in an independent order (as the
+        # authors' code does), seeded per epoch so --resume replays them.
+        meta_batches = iter(train_loader(bundle, config, epoch, config.seed + 1, pin)) if method.needs_meta_batch else None
         loss_sum = torch.zeros(len(task_names), device=device)
         penalty_sum = torch.zeros(len(task_names), device=device)
         first_bad_step = torch.tensor(-1, device=device)
@@ -190,7 +214,8 @@ def train(config: TrainConfig, resume_dir: str | Path | None = None) -> Path:
                    disable=not (config.progress and is_main_process()), leave=False)
         for step, (images, labels) in enumerate(loader):
             batch = to_device(images, labels, normalize, device)
-            losses, penalties = training_step(model, batch, method, regularizer, optimizer, params)
+            meta_batch = to_device(*next(meta_batches), normalize, device) if meta_batches else None
+            losses, penalties = training_step(model, batch, method, regularizer, optimizer, params, meta_batch)
             loss_sum += losses * len(images)
             finite = torch.isfinite(losses).all()
             if penalties is not None:
@@ -234,6 +259,16 @@ def train(config: TrainConfig, resume_dir: str | Path | None = None) -> Path:
             log.info("epoch %d/%d  test accuracy %s  (%.0f img/s)", epoch + 1, config.epochs, accs,
                      metrics["images_per_second"])
     return run_dir
+
+
+def train_loader(bundle: DatasetBundle, config: TrainConfig, epoch: int, seed: int, pin: bool) -> DataLoader:
+    return DataLoader(
+        bundle.train, batch_size=config.batch_size, sampler=epoch_sampler(bundle.train, seed, epoch),
+        collate_fn=collate_batch, num_workers=config.num_workers, pin_memory=pin,
+        # A one-sample last batch breaks batch norm in training mode; the shuffle differs each
+        # epoch, so dropping the incomplete batch costs no sample for good.
+        drop_last=len(bundle.train) > config.batch_size,
+    )
 
 
 def _model_state(ckpt: dict) -> dict:

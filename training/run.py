@@ -14,7 +14,7 @@ import torch
 
 from repeval import __version__
 from repeval.checkpoint import load_checkpoint, save_checkpoint
-from repeval.errors import CheckpointError, DataNotFoundError
+from repeval.errors import CheckpointError, DataNotFoundError, RepevalError
 from repeval.storage import atomic_json, atomic_torch_save, atomic_write
 from repeval.training.config import TrainConfig
 
@@ -34,6 +34,14 @@ def new_run_dir(config: TrainConfig) -> Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"cannot create a run folder under {root}")
+
+
+def empty_run_dir(path: Path) -> Path:
+    """A named run folder; it may exist but must be empty, so no finished run is overwritten."""
+    path.mkdir(parents=True, exist_ok=True)
+    if any(path.iterdir()):
+        raise RepevalError(f"run folder {str(path)!r} is not empty; resume it or remove it")
+    return path
 
 
 def write_config(run_dir: Path, config: TrainConfig, dataset_report: dict) -> None:

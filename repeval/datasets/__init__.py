@@ -7,9 +7,11 @@ from collections.abc import Callable
 from repeval.datasets.base import (
     ArrayDataset, DatasetBundle, InputNormalizer, InputSpec, collate_batch, normalize_batch,
 )
+from repeval.datasets import multidigits, utkface
 from repeval.datasets.multidigits import build_multidigits
 from repeval.datasets.utkface import build_utkface
 from repeval.registry import Registry
+from repeval.tasks import TaskSpec
 
 DATASETS: Registry[Callable[..., DatasetBundle]] = Registry("dataset")
 DATASETS.register("multidigits")(build_multidigits)
@@ -17,6 +19,13 @@ DATASETS.register("utkface")(build_utkface)
 
 # Datasets that read a folder take `data_dir`; the embedded ones take none.
 NEEDS_DATA_DIR = {"utkface"}
+# Each dataset's tasks, known without loading it (a sweep expands `single` into one run per task).
+TASKS: dict[str, tuple[TaskSpec, ...]] = {"multidigits": multidigits.TASKS, "utkface": utkface.TASKS}
+
+
+def task_names(name: str) -> list[str]:
+    DATASETS.get(name)
+    return [t.name for t in TASKS[name]]
 
 
 def build(name: str, **args) -> DatasetBundle:
@@ -35,5 +44,5 @@ def list_datasets() -> list[str]:
 
 __all__ = [
     "ArrayDataset", "DatasetBundle", "InputSpec", "DATASETS", "NEEDS_DATA_DIR",
-    "build", "list_datasets", "collate_batch", "normalize_batch", "InputNormalizer",
+    "build", "list_datasets", "TASKS", "task_names", "collate_batch", "normalize_batch", "InputNormalizer",
 ]

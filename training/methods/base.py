@@ -1,11 +1,19 @@
 """What a multi-task method is to the training loop: an object that turns the K task losses
-of a step (and DGR's extra gradient at z, if any) into gradients."""
+of a step (and DGR's extra gradient at z, if any) into gradients.
+
+Most methods only override `backward`. Methods that need more than one pass per step (SAM's
+perturbed pass, Auto-lambda's virtual step, PTA's extra decoders) override `step`, which gets
+a `StepContext` with closures that run the model; the loop itself never changes."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import nn
 
 
 @dataclass
@@ -16,15 +24,75 @@ class ParamGroups:
     heads: list[list[torch.Tensor]]
 
 
+@dataclass
+class Pass:
+    """One forward pass: per-task losses [K], the representation z, DGR's lambda * dP/dz (None
+    without DGR or when DGR already sits inside the task losses) and the detached penalties."""
+
+    losses: torch.Tensor
+    z: torch.Tensor
+    z_grad: torch.Tensor | None
+    penalties: torch.Tensor | None
+
+
+@dataclass
+class StepContext:
+    """What `Method.step` may use. `forward(batch)` is the full training pass (DGR included);
+    `task_losses(batch, params)` runs the model with the given parameter tensors in place of its
+    own (torch.func.functional_call), no DGR. `meta_batch` is a second training batch in an
+    independent order, given only to methods with `needs_meta_batch`."""
+
+    model: nn.Module
+    batch: Any
+    forward: Callable[[Any], Pass]
+    task_losses: Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    params: ParamGroups
+    meta_batch: Any | None = None
+
+
+@contextlib.contextmanager
+def buffers_unchanged(model: nn.Module) -> Iterator[None]:
+    """Extra forward passes inside one step must not move batch-norm statistics: the step
+    updates them once, in its main pass. Buffers are restored exactly on exit."""
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, value in saved:
+                b.copy_(value)
+
+
 class Method:
-    """Base class. Subclasses override `backward`, or `combine` for loss weighting.
+    """Base class. Subclasses override `backward`, or `combine` for loss weighting, or `step`
+    when one pass per step is not enough.
 
     Convention (documented once for every method): the base objective is the *sum* of task
     losses, and every method returns an update on that scale.
     """
 
+    needs_meta_batch = False  # set by methods that evaluate a second batch (Auto-lambda)
+    supports_rep_grad = False  # gradients at the shared representation (MGDA-UB, IMTL)
+
     def __init__(self, num_tasks: int):
         self.num_tasks = num_tasks
+
+    def attach(self, model: nn.Module) -> None:
+        """Called once with the model, before the optimiser is built (PTA adds decoders here)."""
+
+    @property
+    def trained_tasks(self) -> tuple[int, ...]:
+        """Tasks whose losses (and DGR penalties) train the encoder."""
+        return tuple(range(self.num_tasks))
+
+    def step(self, ctx: StepContext) -> Pass:
+        """One optimisation step; returns the main pass (its losses are what the run reports)."""
+        out = ctx.forward(ctx.batch)
+        ctx.optimizer.zero_grad(set_to_none=True)
+        self.backward(out.losses, out.z, out.z_grad, ctx.params)
+        ctx.optimizer.step()
+        return out
 
     def parameters(self) -> list[torch.Tensor]:
         """Learnable state the optimiser must update (e.g. uncertainty weights)."""
@@ -49,6 +117,14 @@ class Method:
         pass
 
 
+def backward_with(loss: torch.Tensor, z: torch.Tensor, z_grad: torch.Tensor | None) -> None:
+    """Backward of a scalar loss with DGR's gradient at z added in the same pass."""
+    if z_grad is None:
+        loss.backward()
+    else:
+        torch.autograd.backward([loss, z], [torch.ones_like(loss), z_grad])
+
+
 class LossWeighting(Method):
     """A method that turns K losses into one scalar: one backward for everything, DGR's
     gradient at z included, so the encoder sees a single backward pass."""
@@ -57,11 +133,7 @@ class LossWeighting(Method):
         raise NotImplementedError
 
     def backward(self, losses: torch.Tensor, z: torch.Tensor, z_grad: torch.Tensor | None, params: ParamGroups) -> None:
-        loss = self.combine(losses)
-        if z_grad is None:
-            loss.backward()
-        else:
-            torch.autograd.backward([loss, z], [torch.ones_like(loss), z_grad])
+        backward_with(self.combine(losses), z, z_grad)
 
 
 class LearnsTaskScalars:

@@ -9,6 +9,11 @@ once in the gradients' own dtype: no P-length work beyond one Gram product and o
 The update replaces the encoder's gradient. Each head gets its own task's
 gradient. DGR's gradient at z is pushed through the encoder *after* the combination (as in
 the authors' code): it is not projected or reweighted.
+
+With `rep_grad=True` (methods with `supports_rep_grad`: MGDA-UB and IMTL, whose papers do
+this) the task gradients are taken at the shared representation z instead: the weights come
+from the Gram matrix of the K z-gradients, and one encoder backward of the combined
+z-gradient (DGR's added) gives the update, at the cost of one `ew` step.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ from repeval.training.methods.base import Method, ParamGroups
 
 
 class GradientMethod(Method):
+    def __init__(self, num_tasks: int, rep_grad: bool = False):
+        super().__init__(num_tasks)
+        self.rep_grad = bool(rep_grad)
+
     def weights(self, gram: torch.Tensor) -> torch.Tensor:
         """Gram matrix [K, K] (float64) of the task gradients -> combination weights [K]."""
         raise NotImplementedError
@@ -37,6 +46,13 @@ class GradientMethod(Method):
         head_params = [p for head in params.heads for p in head]
         torch.autograd.backward(losses.sum(), inputs=head_params + self.parameters(), retain_graph=True)
         z_task_grads = [torch.autograd.grad(losses[k], z, retain_graph=True)[0] for k in range(len(losses))]
+        if self.rep_grad:
+            stacked = torch.stack(z_task_grads)
+            flat = stacked.flatten(1).float()
+            w = self.weights((flat @ flat.T).double()).to(stacked.dtype)
+            combined = torch.tensordot(w, stacked, dims=1)
+            torch.autograd.backward(z, combined if z_grad is None else combined + z_grad)
+            return
         rows = []
         for g_z in z_task_grads:
             grads = torch.autograd.grad(z, params.shared, grad_outputs=g_z, retain_graph=True, allow_unused=True)

@@ -27,8 +27,10 @@ def imtl_g_weights(gram: torch.Tensor) -> torch.Tensor:
 
 
 class IMTL(LearnsTaskScalars, GradientMethod):
-    def __init__(self, num_tasks: int):
-        super().__init__(num_tasks)
+    supports_rep_grad = True  # the IMTL paper takes task gradients at the shared feature
+
+    def __init__(self, num_tasks: int, rep_grad: bool = False):
+        super().__init__(num_tasks, rep_grad=rep_grad)
         self.init_scalars(num_tasks, 0.0)
 
     @property

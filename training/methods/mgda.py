@@ -54,5 +54,7 @@ def min_norm_weights(gram: torch.Tensor, max_iter: int = 2000) -> torch.Tensor:
 
 
 class MGDA(GradientMethod):
+    supports_rep_grad = True  # MGDA-UB: the min-norm point of the gradients at z
+
     def weights(self, gram: torch.Tensor) -> torch.Tensor:
         return len(gram) * min_norm_weights(gram)

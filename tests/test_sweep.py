@@ -1,0 +1,107 @@
+"""repeval sweep / reproduce: grid expansion, resuming a killed sweep, refusing a changed plan."""
+
+import json
+
+import pytest
+import torch
+
+from repeval.cli import main
+from repeval.errors import InvalidChoiceError, RepevalError
+from repeval.training import run as run_files
+from repeval.training.sweep import expand, read_sweep_file, run_sweep
+
+TRAIN = {"dataset": "multidigits", "epochs": 2, "batch_size": 32, "dataset_args": {"n_train": 96, "n_test": 64},
+         "progress": False}
+
+
+def spec(name="s", **grid):
+    return {"name": name, "train": dict(TRAIN), "grid": {"methods": ["ew"], "seeds": [0], **grid}}
+
+
+def test_grid_expands_methods_dgr_lambdas_seeds_and_single_tasks():
+    runs = expand(spec(methods=["single", "ew", "pcgrad"], dgr=[False, True], lambdas=[0.1, 0.3], seeds=[0, 1]))
+    names = [r.name for r in runs]
+    # single: one run per task and seed, never with DGR; others: (no DGR + 2 lambdas) x 2 seeds
+    assert len(runs) == 3 * 2 + 2 * 3 * 2
+    assert names[:2] == ["single-left-seed0", "single-left-seed1"] and "single-sum-seed1" in names
+    assert "pcgrad+dgr-0.3-seed1" in names and "ew-seed0" in names
+    by_name = {r.name: r.config for r in runs}
+    assert by_name["single-right-seed1"].method_args == {"task": "right"} and by_name["single-right-seed1"].dgr is None
+    assert by_name["ew+dgr-0.1-seed0"].dgr.lam == 0.1 and by_name["ew+dgr-0.1-seed0"].seed == 0
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    ({"grid": {"method": ["ew"]}}, r"unknown \[grid\] key\(s\) \['method'\]; allowed: methods, dgr, lambdas, seeds"),
+    ({"extra": {}}, r"unknown sweep section\(s\) \['extra'\]"),
+    ({"train": {**TRAIN, "seed": 3}}, r"\[train\] must not set 'seed'"),
+    ({"grid": {"methods": ["ew", "ew"]}}, "repeats a run"),
+    ({"grid": {"methods": ["nope"]}}, "unknown method 'nope'"),
+])
+def test_bad_sweeps_are_refused_with_the_allowed_values(bad, message):
+    with pytest.raises(InvalidChoiceError, match=message):
+        expand({**spec(), **bad})
+
+
+def test_sweep_file_reads_toml(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text('[train]\ndataset = "multidigits"\nepochs = 1\n[grid]\nmethods = ["ew", "uw"]\nseeds = [0, 1]\n')
+    spec_ = read_sweep_file(path)
+    assert spec_["name"] == "grid" and [r.name for r in expand(spec_)] == ["ew-seed0", "ew-seed1", "uw-seed0", "uw-seed1"]
+
+
+def test_killed_sweep_continues_and_matches_an_uninterrupted_one(tmp_path, monkeypatch):
+    grid = spec(methods=["ew", "uw"])
+    straight = run_sweep(grid, tmp_path / "a")
+
+    real_save = run_files.save_epoch
+    calls = {"n": 0}
+
+    def save_then_die(run_dir, ckpt, state, metrics):
+        real_save(run_dir, ckpt, state, metrics)
+        calls["n"] += 1
+        if calls["n"] == 3:  # ew finished (2 epochs), uw killed after its first epoch
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_files, "save_epoch", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(grid, tmp_path / "b")
+    monkeypatch.setattr(run_files, "save_epoch", real_save)
+    ew_checkpoint = tmp_path / "b" / "s" / "ew-seed0" / "checkpoint.pt"
+    stamp = ew_checkpoint.stat().st_mtime_ns
+    resumed = run_sweep(grid, tmp_path / "b")
+
+    assert ew_checkpoint.stat().st_mtime_ns == stamp  # finished run skipped, not retrained
+    for a, b in zip(straight, resumed):
+        assert a.name == b.name
+        ma, mb = run_files.read_metrics(a), run_files.read_metrics(b)
+        assert [m["test_accuracy"] for m in ma] == [m["test_accuracy"] for m in mb]
+        ca, cb = (torch.load(d / "checkpoint.pt", weights_only=True) for d in (a, b))
+        assert all(torch.equal(v, cb["encoder"][k]) for k, v in ca["encoder"].items())
+    plan = json.loads((tmp_path / "b" / "s" / "sweep.json").read_text())
+    assert list(plan["runs"]) == ["ew-seed0", "uw-seed0"] and "repeval_version" in plan
+
+
+def test_a_run_folder_from_another_plan_is_never_overwritten(tmp_path):
+    run_sweep(spec(), tmp_path)
+    changed = spec()
+    changed["train"]["epochs"] = 3
+    with pytest.raises(RepevalError, match="was made with a different config"):
+        run_sweep(changed, tmp_path)
+
+
+def test_reproduce_smoke_runs_every_row_of_the_protocol(tmp_path, utkface_dir, capsys):
+    assert main(["reproduce", "utkface", "--data-dir", str(utkface_dir), "--smoke", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "utkface-paper-smoke" / "report" / "report.json").read_text())
+    labels = [r["label"] for r in report["rows"]]
+    assert labels[:3] == ["single", "ew", "ew + DGR (λ=1e-06)"]
+    assert {"sam + DGR (λ=1e-06)", "pta", "nash + DGR (λ=1e-06)", "autol"} <= set(labels) and len(labels) == 21
+    dgr = report["rows"][2]["runs"][0]["config"]["dgr"]
+    assert (dgr["penalty"], dgr["estimator"], dgr["eps"], dgr["dummies"]) == ("squared", "finite-diff", 1e-4, 3)
+    assert len(report["single_task_baseline"]["runs"]) == 3
+
+
+def test_reproduce_without_weights_or_with_an_unknown_protocol_is_refused(tmp_path, capsys):
+    assert main(["reproduce", "utkface", "--data-dir", str(tmp_path)]) == 2
+    assert "pass --pretrained-file PATH" in capsys.readouterr().err
+    assert main(["reproduce", "nyuv2", "--data-dir", str(tmp_path), "--smoke"]) == 2
+    assert "utkface" in capsys.readouterr().err

@@ -1,0 +1,66 @@
+"""Pseudo-task augmentation (Meyerson & Miikkulainen, ICML 2018): D decoders per task on the
+shared encoder, all trained. The original's decoder-control schemes (freezing, re-initialising,
+perturbing decoders) are not fully specified, so repeval uses the plain variant:
+
+- D = 4 decoders per task: the model's head plus 3 extra, the same count as DGR's dummy heads,
+  so the comparison with DGR is trained versus fixed random decoders;
+- extra decoders share the head architecture, are initialised independently (PyTorch default,
+  drawn after the model) and are never frozen or re-initialised;
+- task k's loss is the mean over its D decoders (the sum-of-tasks scale is kept);
+- evaluation and checkpoints use the model's head; the extra decoders live in the method's
+  state (saved for --resume) and train with the model's optimiser.
+With DGR, its gradient is added after (unweighted), or with order "before" it sits in the
+model head's loss and is averaged with the decoders."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from repeval.errors import check_number
+from repeval.models import build_head
+from repeval.training.methods.base import Method, Pass, StepContext, backward_with
+
+
+class PTA(Method):
+    def __init__(self, num_tasks: int, decoders: int = 4):
+        super().__init__(num_tasks)
+        check_number("PTA", "decoders", decoders, kind=int, low=1)
+        self.decoders = decoders
+        self.extra = nn.ModuleList()
+
+    def attach(self, model: nn.Module) -> None:
+        device = next(model.parameters()).device
+        self.extra = nn.ModuleList(
+            nn.ModuleList(
+                build_head(model.num_features, model.heads[t.name][0].out_features, t.num_classes)
+                for _ in range(self.decoders - 1)
+            )
+            for t in model.tasks
+        ).to(device)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.extra.parameters())
+
+    def to(self, device: torch.device) -> PTA:
+        self.extra.to(device)
+        return self
+
+    def step(self, ctx: StepContext) -> Pass:
+        out = ctx.forward(ctx.batch)
+        z = out.z.float()
+        task_losses = torch.stack([
+            (out.losses[k] + sum(F.cross_entropy(decoder(z), y) for decoder in decoders)) / self.decoders
+            for k, (decoders, y) in enumerate(zip(self.extra, ctx.batch.ys))
+        ])
+        ctx.optimizer.zero_grad(set_to_none=True)
+        backward_with(task_losses.sum(), out.z, out.z_grad)
+        ctx.optimizer.step()
+        return out
+
+    def state_dict(self) -> dict:
+        return {"decoders": self.extra.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.extra.load_state_dict(state["decoders"])

@@ -1,0 +1,235 @@
+"""`repeval report RUNS...`: Table-1 style results of training runs and the Figure-2 chart.
+
+Runs are grouped into rows by method, method options (minus a single run's task) and DGR
+setting; seeds are averaged. Each task's metric is its test accuracy at the last finished
+epoch, reported as mean +- std over seeds (population std, as the probe tables). Delta_MTL
+(paper eq. 6, `metrics.delta_mtl`) compares each row's mean accuracies with the mean of the
+`single` runs of each task; without single runs the column is left out. Best values are
+bold and second best underlined, among the multi-task rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from repeval import __version__
+from repeval.errors import DataNotFoundError, check_choice
+from repeval.metrics import DELTA_VARIANTS, delta_mtl
+from repeval.storage import atomic_json, atomic_write
+from repeval.training import run as run_files
+from repeval.training.config import TrainConfig
+from repeval.training.methods import TABLE_ORDER
+
+SINGLE = "single"
+
+
+@dataclass
+class RunResult:
+    path: Path
+    config: TrainConfig
+    accuracy: dict[str, float]
+    epochs_done: int
+
+
+@dataclass
+class Row:
+    label: str
+    method: str
+    dgr_lambda: float | None
+    runs: list[RunResult] = field(default_factory=list)
+    mean: dict[str, float] = field(default_factory=dict)
+    std: dict[str, float] = field(default_factory=dict)
+    delta: float | None = None
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({run.config.seed for run in self.runs})
+
+
+def find_runs(paths: list[str | Path]) -> list[RunResult]:
+    """Finished runs under the given run or sweep folders; unfinished runs are skipped."""
+    results = []
+    for root in map(Path, paths):
+        if not root.exists():
+            raise DataNotFoundError(f"{str(root)!r} does not exist")
+        candidates = [root] if (root / run_files.CONFIG).is_file() else sorted(p.parent for p in root.rglob(run_files.CONFIG))
+        for run_dir in candidates:
+            config = run_files.read_config(run_dir)
+            metrics = run_files.read_metrics(run_dir)
+            if len(metrics) < (config.epochs or 0) or not metrics:
+                continue
+            results.append(RunResult(run_dir, config, metrics[-1]["test_accuracy"], len(metrics)))
+    if not results:
+        raise DataNotFoundError(f"no finished run under {', '.join(map(str, paths))}")
+    return results
+
+
+def row_key(config: TrainConfig) -> tuple[str, str, float | None]:
+    options = {k: v for k, v in config.method_args.items() if k != "task"}
+    label = config.method + "".join(f" {k}={v}" for k, v in sorted(options.items()))
+    lam = None if config.dgr is None else config.dgr.strength
+    return label, config.method, lam
+
+
+def build_rows(runs: list[RunResult], variant: str = "per-task") -> tuple[list[Row], list[str], dict]:
+    """Rows (single-task baseline first), task names, and the baseline's provenance."""
+    check_choice("report", "variant", variant, DELTA_VARIANTS)
+    tasks = list(runs[0].accuracy)
+    rows: dict[tuple, Row] = {}
+    for run in runs:
+        label, method, lam = row_key(run.config)
+        if lam is not None:
+            label += f" + DGR (λ={lam:g})"
+        row = rows.setdefault((label, method, lam), Row(label, method, lam))
+        row.runs.append(run)
+    for row in rows.values():
+        per_task = defaultdict(list)
+        for run in row.runs:
+            own = [run.config.method_args["task"]] if row.method == SINGLE else tasks
+            for task in own:
+                per_task[task].append(run.accuracy[task])
+        row.mean = {t: float(np.mean(v)) for t, v in per_task.items()}
+        row.std = {t: float(np.std(v)) for t, v in per_task.items()}
+    single = [r for r in rows.values() if r.method == SINGLE]
+    baseline: dict = {}
+    if single and all(t in single[0].mean for t in tasks):
+        base = single[0]
+        baseline = {"row": base.label, "runs": [str(r.path) for r in base.runs], "accuracy": base.mean}
+        for row in rows.values():
+            if all(t in row.mean for t in tasks):
+                row.delta = delta_mtl(
+                    {t: {"acc": row.mean[t]} for t in tasks}, {t: {"acc": base.mean[t]} for t in tasks}, variant=variant
+                )
+    position = {m: i for i, m in enumerate(TABLE_ORDER)}
+    ordered = sorted(rows.values(), key=lambda r: (position.get(r.method, len(position)), r.label))
+    return ordered, tasks, baseline
+
+
+def ranks(rows: list[Row], tasks: list[str]) -> dict[tuple[int, str], int]:
+    """(row index, column) -> 1 for best, 2 for second, among multi-task rows."""
+    marks = {}
+    for column in [*tasks, "delta"]:
+        scored = [(row.delta if column == "delta" else row.mean.get(column), i)
+                  for i, row in enumerate(rows) if row.method != SINGLE]
+        values = sorted({v for v, _ in scored if v is not None}, reverse=True)
+        for v, i in scored:
+            if v is not None and v in values[:2]:
+                marks[(i, column)] = values.index(v) + 1
+    return marks
+
+
+def _cell(row: Row, column: str) -> str | None:
+    if column == "delta":
+        return None if row.delta is None else f"{100 * row.delta:+.2f}"
+    if column not in row.mean:
+        return None
+    return f"{100 * row.mean[column]:.2f} ± {100 * row.std[column]:.2f}"
+
+
+def render_markdown(rows: list[Row], tasks: list[str], with_delta: bool) -> str:
+    marks = ranks(rows, tasks)
+    columns = [*tasks, *(["delta"] if with_delta else [])]
+    header = ["method", *[f"{t} acc (%)" for t in tasks], *(["Δ_MTL (%)"] if with_delta else []), "seeds"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for i, row in enumerate(rows):
+        cells = []
+        for c in columns:
+            text = _cell(row, c) or "–"
+            mark = marks.get((i, c))
+            cells.append(f"**{text}**" if mark == 1 else f"<u>{text}</u>" if mark == 2 else text)
+        lines.append(f"| {row.label} | " + " | ".join(cells) + f" | {len(row.seeds)} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_latex(rows: list[Row], tasks: list[str], with_delta: bool) -> str:
+    marks = ranks(rows, tasks)
+    columns = [*tasks, *(["delta"] if with_delta else [])]
+    head = ["Method", *[_tex(t) for t in tasks], *([r"$\Delta_{MTL}$ (\%)"] if with_delta else [])]
+    out = [r"\begin{tabular}{l" + "c" * len(columns) + "}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
+    for i, row in enumerate(rows):
+        cells = []
+        for c in columns:
+            text = (_cell(row, c) or "--").replace("±", r"$\pm$")
+            mark = marks.get((i, c))
+            cells.append(rf"\textbf{{{text}}}" if mark == 1 else rf"\underline{{{text}}}" if mark == 2 else text)
+        out.append(" & ".join([_tex(row.label), *cells]) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(out) + "\n"
+
+
+def _tex(text: str) -> str:
+    return text.replace("_", r"\_").replace("λ", r"$\lambda$").replace("%", r"\%")
+
+
+def render_csv(rows: list[Row], tasks: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["method", "dgr_lambda", *[f"{t}_{s}" for t in tasks for s in ("mean", "std")], "delta_mtl", "seeds"])
+    for row in rows:
+        values = [v for t in tasks for v in (row.mean.get(t, ""), row.std.get(t, ""))]
+        writer.writerow([row.label, "" if row.dgr_lambda is None else row.dgr_lambda, *values,
+                         "" if row.delta is None else row.delta, len(row.seeds)])
+    return buffer.getvalue()
+
+
+def plot_delta_bars(rows: list[Row], out_stem: str | Path):
+    """Figure 2: Delta_MTL of each method alone and with DGR (its best lambda when several)."""
+    import matplotlib.pyplot as plt
+
+    from repeval.probes.plots import save_figure
+
+    alone, with_dgr = {}, {}
+    for row in rows:
+        if row.method == SINGLE or row.delta is None:
+            continue
+        base = row.label.split(" + DGR")[0]
+        if row.dgr_lambda is None:
+            alone[base] = row.delta
+        else:
+            with_dgr[base] = max(with_dgr.get(base, -np.inf), row.delta)
+    names = list(dict.fromkeys([*alone, *with_dgr]))
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(names) + 1.5), 3.2))
+    ax.bar(x - 0.2, [100 * alone.get(n, np.nan) for n in names], 0.4, label="alone")
+    ax.bar(x + 0.2, [100 * with_dgr.get(n, np.nan) for n in names], 0.4, label="+ DGR (best λ)")
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_ylabel("Δ_MTL (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, out_stem)
+    return names, alone, with_dgr
+
+
+def write_report(paths: list[str | Path], out_dir: str | Path, variant: str = "per-task") -> tuple[Path, str]:
+    """Write table.md / .csv / .tex, delta_mtl.png / .svg and report.json; returns the folder
+    and the Markdown table."""
+    runs = find_runs(paths)
+    rows, tasks, baseline = build_rows(runs, variant)
+    with_delta = bool(baseline)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = render_markdown(rows, tasks, with_delta)
+    note = (f"\nΔ_MTL ({variant}) against single-task runs: {', '.join(baseline['runs'])}\n" if with_delta
+            else "\nNo single-task runs among the inputs: Δ_MTL needs `--method single` runs of every task.\n")
+    atomic_write(out / "table.md", lambda f: f.write((markdown + note).encode()))
+    atomic_write(out / "table.csv", lambda f: f.write(render_csv(rows, tasks).encode()))
+    atomic_write(out / "table.tex", lambda f: f.write(render_latex(rows, tasks, with_delta).encode()))
+    if with_delta:
+        plot_delta_bars(rows, out / "delta_mtl")
+    atomic_json({
+        "repeval_version": __version__, "inputs": [str(p) for p in paths], "delta_variant": variant,
+        "metric": "test accuracy at the last finished epoch; mean ± population std over seeds",
+        "single_task_baseline": baseline,
+        "rows": [{"label": r.label, "method": r.method, "dgr_lambda": r.dgr_lambda, "mean": r.mean, "std": r.std,
+                  "delta_mtl": r.delta, "runs": [{"path": str(x.path), "seed": x.config.seed, "config": x.config.to_dict()}
+                                                for x in r.runs]} for r in rows],
+    }, out / "report.json")
+    return out, markdown + note
+

@@ -1,0 +1,166 @@
+"""`repeval sweep CONFIG`: a grid of training runs (methods x +-DGR x lambda x seeds), resumable.
+
+A sweep file (TOML or JSON) has four tables:
+
+    [train]              # TrainConfig fields shared by every run (dataset, epochs, backbone...)
+    dataset = "multidigits"
+    epochs = 2
+
+    [grid]
+    methods = ["single", "ew", "pcgrad"]
+    dgr = [false, true]  # runs without and with DGR
+    lambdas = [0.1, 0.3] # DGR strengths (default: the penalty's default lambda)
+    seeds = [0, 1, 2]
+
+    [dgr]                # DGRConfig fields other than lam (penalty, estimator, eps, order...)
+    penalty = "norm"
+
+    [method_args.nash]   # options of one method
+    update_every = 2
+
+`single` becomes one run per task, without DGR: the single-task baselines of Delta_MTL. Every
+run has a fixed folder `<out>/<name>/<run>` named from its grid point. Running the sweep again
+skips finished runs, resumes runs killed after a finished epoch, and restarts runs killed
+before one; a folder whose stored config differs from the plan is an error, never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from repeval import __version__, datasets
+from repeval.errors import InvalidChoiceError, RepevalError
+from repeval.storage import atomic_json
+from repeval.training import run as run_files
+from repeval.training.config import TrainConfig
+from repeval.training.dgr import DGRConfig
+from repeval.training.loop import train
+
+log = logging.getLogger("repeval")
+
+SECTIONS = ("name", "train", "grid", "dgr", "method_args")
+GRID_KEYS = ("methods", "dgr", "lambdas", "seeds")
+PLAN = "sweep.json"
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    name: str
+    config: TrainConfig
+
+
+def read_sweep_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise RepevalError(f"sweep file {str(path)!r} does not exist")
+    text = path.read_text()
+    try:
+        spec = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+        raise RepevalError(f"cannot read sweep file {str(path)!r}: {error}") from None
+    spec.setdefault("name", path.stem)
+    return spec
+
+
+def expand(spec: dict) -> list[SweepRun]:
+    """The runs of a sweep spec, in a stable order (method, DGR variant, seed)."""
+    unknown = set(spec) - set(SECTIONS)
+    if unknown:
+        raise InvalidChoiceError(f"unknown sweep section(s) {sorted(unknown)}; allowed: {', '.join(SECTIONS)}")
+    grid = dict(spec.get("grid", {}))
+    unknown = set(grid) - set(GRID_KEYS)
+    if unknown:
+        raise InvalidChoiceError(f"unknown [grid] key(s) {sorted(unknown)}; allowed: {', '.join(GRID_KEYS)}")
+    train_args = dict(spec.get("train", {}))
+    for key in ("method", "method_args", "dgr", "seed"):
+        if key in train_args:
+            raise InvalidChoiceError(f"[train] must not set {key!r}: the [grid] and [{key}] sections do")
+    base = TrainConfig(**train_args)
+    methods = grid.get("methods", ["ew"])
+    dgr_flags = grid.get("dgr", [False])
+    lambdas = grid.get("lambdas", [None])
+    seeds = grid.get("seeds", [0])
+    dgr_args = dict(spec.get("dgr", {}))
+    if "lam" in dgr_args:
+        raise InvalidChoiceError("[dgr] must not set 'lam': [grid] lambdas does")
+
+    runs = []
+    for method in methods:
+        options = dict(spec.get("method_args", {}).get(method, {}))
+        tasks = datasets.task_names(base.dataset) if method == "single" else [None]
+        variants = [None] if method == "single" else [
+            *([None] if False in dgr_flags else []),
+            *([DGRConfig(lam=lam, **dgr_args) for lam in lambdas] if True in dgr_flags else []),
+        ]
+        for task in tasks:
+            for dgr in variants:
+                for seed in seeds:
+                    args = options if task is None else {**options, "task": task}
+                    config = replace(base, method=method, method_args=args, dgr=dgr, seed=seed)
+                    runs.append(SweepRun(run_name(method, task, dgr, seed), config))
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise InvalidChoiceError("the sweep grid repeats a run (duplicate methods, lambdas or seeds)")
+    return runs
+
+
+def run_name(method: str, task: str | None, dgr: DGRConfig | None, seed: int) -> str:
+    name = method if task is None else f"{method}-{task}"
+    if dgr is not None:
+        name += f"+dgr-{'default' if dgr.lam is None else format(dgr.lam, 'g')}"
+    return f"{name}-seed{seed}"
+
+
+def run_status(run_dir: Path, config: TrainConfig) -> str:
+    """'new', 'partial' (resumable) or 'done'; raises if the folder belongs to another config."""
+    if not (run_dir / run_files.CONFIG).is_file():
+        return "new"
+    stored = run_files.read_config(run_dir)
+    if _comparable(stored) != _comparable(config.resolved()):
+        raise RepevalError(
+            f"run folder {str(run_dir)!r} was made with a different config than the sweep now asks for; "
+            "remove it or give the sweep another name"
+        )
+    finished = len(run_files.read_metrics(run_dir))
+    if not (run_dir / run_files.CHECKPOINT).is_file() or finished == 0:
+        return "new"
+    return "done" if finished >= stored.epochs else "partial"
+
+
+def _comparable(config: TrainConfig) -> dict:
+    d = config.to_dict()
+    for key in ("progress", "out_dir", "num_workers", "log_every", "device"):
+        d.pop(key)
+    return d
+
+
+def run_sweep(spec: dict, out_dir: str | Path = "runs/sweeps", progress: bool = False) -> list[Path]:
+    """Run (or continue) every run of the sweep; returns their folders."""
+    runs = expand(spec)
+    root = Path(out_dir) / spec["name"]
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_json(
+        {"repeval_version": __version__, "spec": spec, "runs": {r.name: r.config.to_dict() for r in runs}},
+        root / PLAN,
+    )
+    folders = []
+    for i, sweep_run in enumerate(runs, 1):
+        run_dir = root / sweep_run.name
+        config = replace(sweep_run.config, out_dir=str(root), progress=progress)
+        status = run_status(run_dir, config)
+        log.info("[%d/%d] %s: %s", i, len(runs), sweep_run.name,
+                 {"done": "finished, skipped", "partial": "resuming", "new": "training"}[status])
+        if status == "partial":
+            train(config, resume_dir=run_dir)
+        elif status == "new":
+            if run_dir.exists():
+                shutil.rmtree(run_dir)  # killed before its first epoch finished: nothing to keep
+            train(config, run_dir=run_dir)
+        folders.append(run_dir)
+    return folders
+
