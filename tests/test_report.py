@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from repeval.cli import main
-from repeval.errors import DataNotFoundError
+from repeval.errors import DataNotFoundError, InvalidChoiceError
 from repeval.training import run as run_files
 from repeval.training.config import TrainConfig
 from repeval.training.dgr import DGRConfig
@@ -17,10 +17,11 @@ from repeval.training.results import build_rows, find_runs, write_report
 TASKS = ("left", "right", "sum")
 
 
-def fake_run(root, name, accuracy, method="ew", seed=0, dgr=None, epochs=2, finished=2, **method_args):
+def fake_run(root, name, accuracy, method="ew", seed=0, dgr=None, epochs=2, finished=2, dataset="multidigits", **method_args):
     run_dir = root / name
     run_dir.mkdir(parents=True)
-    config = TrainConfig(method=method, method_args=method_args, dgr=dgr, seed=seed, epochs=epochs).resolved()
+    config = TrainConfig(dataset=dataset, data_dir="UTKFace" if dataset == "utkface" else None, method=method,
+                         method_args=method_args, dgr=dgr, seed=seed, epochs=epochs).resolved()
     run_files.write_config(run_dir, config, {})
     lines = [{"epoch": e, "test_accuracy": dict(zip(TASKS, accuracy if e == finished - 1 else (0, 0, 0)))}
              for e in range(finished)]
@@ -82,3 +83,9 @@ def test_report_cli_and_missing_input(runs, tmp_path, capsys):
         find_runs([tmp_path / "missing"])
     assert main(["report", str(runs), "--out", str(tmp_path / "o"), "--delta", "mean"]) == 2
     assert "per-task" in capsys.readouterr().err
+
+
+def test_runs_of_two_datasets_are_not_mixed(runs, tmp_path):
+    fake_run(runs, "utk", (0.5, 0.5, 0.5), dataset="utkface")
+    with pytest.raises(InvalidChoiceError, match="these runs mix multidigits, utkface"):
+        build_rows(find_runs([runs]))

@@ -23,11 +23,21 @@ def test_grid_expands_methods_dgr_lambdas_seeds_and_single_tasks():
     names = [r.name for r in runs]
     # single: one run per task and seed, never with DGR; others: (no DGR + 2 lambdas) x 2 seeds
     assert len(runs) == 3 * 2 + 2 * 3 * 2
-    assert names[:2] == ["single-left-seed0", "single-left-seed1"] and "single-sum-seed1" in names
+    assert names[:2] == ["single-task=left-seed0", "single-task=left-seed1"] and "single-task=sum-seed1" in names
     assert "pcgrad+dgr-0.3-seed1" in names and "ew-seed0" in names
     by_name = {r.name: r.config for r in runs}
-    assert by_name["single-right-seed1"].method_args == {"task": "right"} and by_name["single-right-seed1"].dgr is None
+    assert by_name["single-task=right-seed1"].method_args == {"task": "right"}
+    assert by_name["single-task=right-seed1"].dgr is None
     assert by_name["ew+dgr-0.1-seed0"].dgr.lam == 0.1 and by_name["ew+dgr-0.1-seed0"].seed == 0
+
+
+def test_list_options_are_a_grid_axis_and_dgr_methods_limit_dgr():
+    runs = expand({**spec(methods=["ew", "sam"], dgr=[False, True], lambdas=[0.1], dgr_methods=["ew"]),
+                   "method_args": {"sam": {"base": ["ew", "cagrad"], "rho": 0.1}}})
+    assert [r.name for r in runs] == [
+        "ew-seed0", "ew+dgr-0.1-seed0", "sam-base=ew-rho=0.1-seed0", "sam-base=cagrad-rho=0.1-seed0",
+    ]
+    assert runs[3].config.method_args == {"base": "cagrad", "rho": 0.1} and runs[3].config.dgr is None
 
 
 @pytest.mark.parametrize(("bad", "message"), [
@@ -36,6 +46,7 @@ def test_grid_expands_methods_dgr_lambdas_seeds_and_single_tasks():
     ({"train": {**TRAIN, "seed": 3}}, r"\[train\] must not set 'seed'"),
     ({"grid": {"methods": ["ew", "ew"]}}, "repeats a run"),
     ({"grid": {"methods": ["nope"]}}, "unknown method 'nope'"),
+    ({"grid": {"methods": ["ew"], "dgr_methods": ["uw"]}}, r"dgr_methods \['uw'\] are not among the methods"),
 ])
 def test_bad_sweeps_are_refused_with_the_allowed_values(bad, message):
     with pytest.raises(InvalidChoiceError, match=message):
@@ -94,7 +105,8 @@ def test_reproduce_smoke_runs_every_row_of_the_protocol(tmp_path, utkface_dir, c
     report = json.loads((tmp_path / "utkface-paper-smoke" / "report" / "report.json").read_text())
     labels = [r["label"] for r in report["rows"]]
     assert labels[:3] == ["single", "ew", "ew + DGR (λ=1e-06)"]
-    assert {"sam + DGR (λ=1e-06)", "pta", "nash + DGR (λ=1e-06)", "autol"} <= set(labels) and len(labels) == 21
+    assert {"cagrad + SAM", "ew + PTA", "nash + DGR (λ=1e-06)", "autol", "nash + PTA"} <= set(labels)
+    assert len(labels) == 1 + 8 * 2 + 2 * 4 and not any("SAM + DGR" in label for label in labels)
     dgr = report["rows"][2]["runs"][0]["config"]["dgr"]
     assert (dgr["penalty"], dgr["estimator"], dgr["eps"], dgr["dummies"]) == ("squared", "finite-diff", 1e-4, 3)
     assert len(report["single_task_baseline"]["runs"]) == 3

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from repeval import datasets
 from repeval.errors import InvalidChoiceError, check_choice, check_number
 from repeval.training.dgr import DGRConfig
-from repeval.training.methods import METHODS, check_method_options
+from repeval.training.methods import METHODS, create_method
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -60,7 +60,9 @@ class TrainConfig:
         owner = "TrainConfig"
         datasets.DATASETS.get(self.dataset)  # unknown names raise the registry's message
         METHODS.get(self.method)
-        check_method_options(self.method, self.method_args)
+        # Built once here (2 tasks stand in for the dataset's) so a bad option value fails now,
+        # not when a sweep reaches this run.
+        create_method(self.method, 2, **self.method_args)
         check_choice(owner, "device", self.device, DEVICES)
         check_number(owner, "hidden", self.hidden, kind=int, low=1)
         check_number(owner, "batch_size", self.batch_size, kind=int, low=1)

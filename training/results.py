@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from repeval import __version__
-from repeval.errors import DataNotFoundError, check_choice
+from repeval.errors import DataNotFoundError, InvalidChoiceError, check_choice
 from repeval.metrics import DELTA_VARIANTS, delta_mtl
 from repeval.storage import atomic_json, atomic_write
 from repeval.training import run as run_files
@@ -71,8 +71,13 @@ def find_runs(paths: list[str | Path]) -> list[RunResult]:
 
 
 def row_key(config: TrainConfig) -> tuple[str, str, float | None]:
-    options = {k: v for k, v in config.method_args.items() if k != "task"}
-    label = config.method + "".join(f" {k}={v}" for k, v in sorted(options.items()))
+    """Row label ("cagrad", "cagrad + SAM", "nash update_every=2"), method, DGR lambda."""
+    options = {k: v for k, v in config.method_args.items() if k not in ("task", "base")}
+    if "base" in config.method_args:
+        label = f"{config.method_args['base']} + {config.method.upper()}"
+    else:
+        label = config.method
+    label += "".join(f" {k}={v}" for k, v in sorted(options.items()))
     lam = None if config.dgr is None else config.dgr.strength
     return label, config.method, lam
 
@@ -80,6 +85,9 @@ def row_key(config: TrainConfig) -> tuple[str, str, float | None]:
 def build_rows(runs: list[RunResult], variant: str = "per-task") -> tuple[list[Row], list[str], dict]:
     """Rows (single-task baseline first), task names, and the baseline's provenance."""
     check_choice("report", "variant", variant, DELTA_VARIANTS)
+    found = {run.config.dataset for run in runs}
+    if len(found) > 1:
+        raise InvalidChoiceError(f"a report covers one dataset; these runs mix {', '.join(sorted(found))}")
     tasks = list(runs[0].accuracy)
     rows: dict[tuple, Row] = {}
     for run in runs:
@@ -178,33 +186,41 @@ def render_csv(rows: list[Row], tasks: list[str]) -> str:
     return buffer.getvalue()
 
 
-def plot_delta_bars(rows: list[Row], out_stem: str | Path):
-    """Figure 2: Delta_MTL of each method alone and with DGR (its best lambda when several)."""
+def plot_delta_bars(rows: list[Row], out_stem: str | Path) -> dict[str, dict[str, float]]:
+    """Figure 2: for each method, Delta_MTL alone (grey) and with SAM, PTA or DGR (its best
+    lambda when several). Rows that combine two of them (e.g. SAM + DGR) stay in the table only."""
     import matplotlib.pyplot as plt
 
     from repeval.probes.plots import save_figure
 
-    alone, with_dgr = {}, {}
+    bars: dict[str, dict[str, float]] = {}
     for row in rows:
         if row.method == SINGLE or row.delta is None:
             continue
-        base = row.label.split(" + DGR")[0]
-        if row.dgr_lambda is None:
-            alone[base] = row.delta
-        else:
-            with_dgr[base] = max(with_dgr.get(base, -np.inf), row.delta)
-    names = list(dict.fromkeys([*alone, *with_dgr]))
+        wrapped = " + " in row.label.split(" + DGR")[0]
+        if wrapped and row.dgr_lambda is not None:
+            continue
+        group, _, addon = row.label.split(" + DGR")[0].partition(" + ")
+        variant = addon if wrapped else ("DGR" if row.dgr_lambda is not None else "alone")
+        best = bars.setdefault(group, {}).get(variant, -np.inf)
+        bars[group][variant] = max(best, row.delta)
+    variants = [v for v in ("alone", "SAM", "PTA", "DGR") if any(v in b for b in bars.values())]
+    colors = {"alone": "0.6", "SAM": "tab:blue", "PTA": "tab:green", "DGR": "tab:red"}
+    names = list(bars)
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(names) + 1.5), 3.2))
-    ax.bar(x - 0.2, [100 * alone.get(n, np.nan) for n in names], 0.4, label="alone")
-    ax.bar(x + 0.2, [100 * with_dgr.get(n, np.nan) for n in names], 0.4, label="+ DGR (best λ)")
+    width = 0.8 / max(len(variants), 1)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(names) + 1.5), 3.2))
+    for i, variant in enumerate(variants):
+        label = "+ DGR (best λ)" if variant == "DGR" else variant if variant == "alone" else f"+ {variant}"
+        ax.bar(x + (i - (len(variants) - 1) / 2) * width, [100 * bars[n].get(variant, np.nan) for n in names],
+               width, label=label, color=colors[variant])
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_xticks(x, names, rotation=30, ha="right")
     ax.set_ylabel("Δ_MTL (%)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, out_stem)
-    return names, alone, with_dgr
+    return bars
 
 
 def write_report(paths: list[str | Path], out_dir: str | Path, variant: str = "per-task") -> tuple[Path, str]:

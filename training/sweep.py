@@ -7,19 +7,23 @@ A sweep file (TOML or JSON) has four tables:
     epochs = 2
 
     [grid]
-    methods = ["single", "ew", "pcgrad"]
+    methods = ["single", "ew", "pcgrad", "sam"]
     dgr = [false, true]  # runs without and with DGR
     lambdas = [0.1, 0.3] # DGR strengths (default: the penalty's default lambda)
     seeds = [0, 1, 2]
+    dgr_methods = ["ew", "pcgrad"]  # methods that get the DGR runs (default: all but single)
 
     [dgr]                # DGRConfig fields other than lam (penalty, estimator, eps, order...)
     penalty = "norm"
 
     [method_args.nash]   # options of one method
     update_every = 2
+    [method_args.sam]    # a list is one more grid axis: SAM around each base method
+    base = ["ew", "cagrad"]
 
 `single` becomes one run per task, without DGR: the single-task baselines of Delta_MTL. Every
-run has a fixed folder `<out>/<name>/<run>` named from its grid point. Running the sweep again
+run has a fixed folder `<out>/<name>/<run>` named from its grid point, e.g.
+`sam-base=cagrad+dgr-0.1-seed2`. Running the sweep again
 skips finished runs, resumes runs killed after a finished epoch, and restarts runs killed
 before one; a folder whose stored config differs from the plan is an error, never overwritten.
 """
@@ -44,7 +48,7 @@ from repeval.training.loop import train
 log = logging.getLogger("repeval")
 
 SECTIONS = ("name", "train", "grid", "dgr", "method_args")
-GRID_KEYS = ("methods", "dgr", "lambdas", "seeds")
+GRID_KEYS = ("methods", "dgr", "lambdas", "seeds", "dgr_methods")
 PLAN = "sweep.json"
 
 
@@ -85,32 +89,46 @@ def expand(spec: dict) -> list[SweepRun]:
     dgr_flags = grid.get("dgr", [False])
     lambdas = grid.get("lambdas", [None])
     seeds = grid.get("seeds", [0])
+    dgr_methods = grid.get("dgr_methods", [m for m in methods if m != "single"])
+    unknown = set(dgr_methods) - set(methods)
+    if unknown:
+        raise InvalidChoiceError(f"[grid] dgr_methods {sorted(unknown)} are not among the methods {methods}")
     dgr_args = dict(spec.get("dgr", {}))
     if "lam" in dgr_args:
         raise InvalidChoiceError("[dgr] must not set 'lam': [grid] lambdas does")
 
     runs = []
     for method in methods:
-        options = dict(spec.get("method_args", {}).get(method, {}))
-        tasks = datasets.task_names(base.dataset) if method == "single" else [None]
-        variants = [None] if method == "single" else [
-            *([None] if False in dgr_flags else []),
-            *([DGRConfig(lam=lam, **dgr_args) for lam in lambdas] if True in dgr_flags else []),
+        option_grid = dict(spec.get("method_args", {}).get(method, {}))
+        if method == "single":
+            option_grid["task"] = datasets.task_names(base.dataset)
+        with_dgr = method in dgr_methods and True in dgr_flags
+        variants = [
+            *([None] if False in dgr_flags or not with_dgr else []),
+            *([DGRConfig(lam=lam, **dgr_args) for lam in lambdas] if with_dgr else []),
         ]
-        for task in tasks:
+        for options in _option_points(option_grid):
             for dgr in variants:
                 for seed in seeds:
-                    args = options if task is None else {**options, "task": task}
-                    config = replace(base, method=method, method_args=args, dgr=dgr, seed=seed)
-                    runs.append(SweepRun(run_name(method, task, dgr, seed), config))
+                    config = replace(base, method=method, method_args=options, dgr=dgr, seed=seed)
+                    runs.append(SweepRun(run_name(method, options, dgr, seed), config))
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise InvalidChoiceError("the sweep grid repeats a run (duplicate methods, lambdas or seeds)")
     return runs
 
 
-def run_name(method: str, task: str | None, dgr: DGRConfig | None, seed: int) -> str:
-    name = method if task is None else f"{method}-{task}"
+def _option_points(option_grid: dict) -> list[dict]:
+    """Every combination of the list-valued options (in the order given)."""
+    points = [{}]
+    for key, value in option_grid.items():
+        values = value if isinstance(value, list) else [value]
+        points = [{**point, key: v} for point in points for v in values]
+    return points
+
+
+def run_name(method: str, options: dict, dgr: DGRConfig | None, seed: int) -> str:
+    name = "-".join([method, *(f"{k}={v}" for k, v in options.items())])
     if dgr is not None:
         name += f"+dgr-{'default' if dgr.lam is None else format(dgr.lam, 'g')}"
     return f"{name}-seed{seed}"
@@ -158,9 +176,9 @@ def run_sweep(spec: dict, out_dir: str | Path = "runs/sweeps", progress: bool = 
         if status == "partial":
             train(config, resume_dir=run_dir)
         elif status == "new":
-            if run_dir.exists():
-                shutil.rmtree(run_dir)  # killed before its first epoch finished: nothing to keep
-            train(config, run_dir=run_dir)
+            if (run_dir / run_files.CONFIG).is_file():
+                shutil.rmtree(run_dir)  # this plan's run, killed before its first epoch: nothing to keep
+            train(config, run_dir=run_dir)  # any other non-empty folder is refused, never deleted
         folders.append(run_dir)
     return folders
 

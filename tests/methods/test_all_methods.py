@@ -60,3 +60,20 @@ def test_unknown_or_mistyped_options_are_refused():
         create_method("sam", 2, radius=0.1)
     with pytest.raises(InvalidChoiceError, match="'rho' option of method 'sam' must be a float. Got 'big'"):
         create_method("sam", 2, rho="big")
+
+
+@pytest.mark.parametrize("base", ["autol", "cagrad", "nash", "uw"])
+@pytest.mark.parametrize("wrapper", ["sam", "pta"])
+def test_sam_and_pta_wrap_other_methods(wrapper, base):
+    plain, wrapped = run(base, DGRConfig(lam=0.1)), run(wrapper, DGRConfig(lam=0.1), base=base)
+    assert all(torch.isfinite(p).all() for p in wrapped)
+    assert any(not torch.equal(a, b) for a, b in zip(plain, wrapped))
+    again = run(wrapper, DGRConfig(lam=0.1), base=base)
+    assert all(torch.equal(a, b) for a, b in zip(wrapped, again))
+
+
+def test_wrappers_refuse_wrappers_and_single_as_base():
+    with pytest.raises(InvalidChoiceError, match=r"The 'base' option of SAM must be one of .*cagrad.*Got 'pta' instead"):
+        create_method("sam", 2, base="pta")
+    with pytest.raises(InvalidChoiceError, match="Got 'single' instead"):
+        create_method("pta", 2, base="single")

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 
 from repeval.errors import check_number
-from repeval.training.methods.base import LossWeighting, Pass, StepContext, buffers_unchanged
+from repeval.training.methods.base import LossWeighting, StepContext, buffers_unchanged
 
 LossesFn = Callable[[object, dict[str, torch.Tensor]], torch.Tensor]
 
@@ -78,7 +78,7 @@ class AutoLambda(LossWeighting):
         self.meta_optimizer.load_state_dict(state)  # moves Adam's moments with the weights
         return self
 
-    def step(self, ctx: StepContext) -> Pass:
+    def prepare(self, ctx: StepContext) -> None:
         if ctx.meta_batch is not None:
             group = ctx.optimizer.param_groups[0]
             params = {n: p for n, p in ctx.model.named_parameters() if p.requires_grad}
@@ -89,7 +89,6 @@ class AutoLambda(LossWeighting):
                 )
             self.task_weights.grad = hyper.to(self.task_weights.dtype)
             self.meta_optimizer.step()
-        return super().step(ctx)
 
     def combine(self, losses: torch.Tensor) -> torch.Tensor:
         return (self.task_weights.detach() * losses).sum()

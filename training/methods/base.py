@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from repeval.errors import InvalidChoiceError
+
 
 @dataclass
 class ParamGroups:
@@ -86,8 +88,12 @@ class Method:
         """Tasks whose losses (and DGR penalties) train the encoder."""
         return tuple(range(self.num_tasks))
 
+    def prepare(self, ctx: StepContext) -> None:
+        """Work before the step's passes (Auto-lambda's meta update); wrappers call it too."""
+
     def step(self, ctx: StepContext) -> Pass:
         """One optimisation step; returns the main pass (its losses are what the run reports)."""
+        self.prepare(ctx)
         out = ctx.forward(ctx.batch)
         ctx.optimizer.zero_grad(set_to_none=True)
         self.backward(out.losses, out.z, out.z_grad, ctx.params)
@@ -158,3 +164,49 @@ class LearnsTaskScalars:
     def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():
             self.scalars.copy_(state["scalars"])
+
+
+class WrapsMethod(Method):
+    """A method that changes how the step is taken around a base method (SAM, PTA): the base
+    still combines the task losses or gradients; everything stateful is forwarded to it."""
+
+    def __init__(self, num_tasks: int, base: str = "ew"):
+        super().__init__(num_tasks)
+        from repeval.training.methods import METHODS, create_method
+
+        allowed = [n for n in METHODS.names() if n not in ("single",) and not issubclass(METHODS.get(n), WrapsMethod)]
+        if base not in allowed:
+            raise InvalidChoiceError(
+                f"The 'base' option of {type(self).__name__} must be one of {', '.join(allowed)}. Got {base!r} instead."
+            )
+        self.base = create_method(base, num_tasks)
+
+    @property
+    def needs_meta_batch(self) -> bool:
+        return self.base.needs_meta_batch
+
+    @property
+    def trained_tasks(self) -> tuple[int, ...]:
+        return self.base.trained_tasks
+
+    def attach(self, model: nn.Module) -> None:
+        self.base.attach(model)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return self.base.parameters()
+
+    def to(self, device: torch.device) -> WrapsMethod:
+        self.base = self.base.to(device)
+        return self
+
+    def prepare(self, ctx: StepContext) -> None:
+        self.base.prepare(ctx)
+
+    def on_epoch_end(self, epoch: int, mean_losses: torch.Tensor) -> None:
+        self.base.on_epoch_end(epoch, mean_losses)
+
+    def state_dict(self) -> dict:
+        return {"base": self.base.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.base.load_state_dict(state["base"])

@@ -1,17 +1,20 @@
-"""SAM (Foret et al., ICLR 2021) on the equal-weighted sum of task losses (DGR included when on):
-1. gradient g at the parameters w (this pass updates batch-norm statistics);
+"""SAM (Foret et al., ICLR 2021) around a base method (`base`, default `ew`, i.e. SAM on the sum
+of task losses; the paper's Figure 2 also puts it on Auto-lambda, CAGrad and Nash-MTL):
+1. the base method's update g at the parameters w (this pass updates batch-norm statistics);
 2. ascend to w + e with e = rho * g / ||g|| (one norm over every trained parameter, rho = 0.05);
-3. gradient at w + e with batch-norm statistics left untouched (they move once per step);
-4. restore w exactly (a saved copy, not w + e - e) and step the optimiser with that gradient.
-Cost: two forward and two backward passes per step."""
+3. the base method's update at w + e, with batch-norm statistics left untouched (they move once
+   per step);
+4. restore w exactly (a saved copy, not w + e - e) and step the optimiser with that update.
+DGR, when on, is part of both passes. The base combines gradients in both passes, so its state
+(PCGrad's generator, Nash-MTL's step count) advances twice per step.
+Cost: two forward and two backward passes of the base method per step."""
 
 from __future__ import annotations
 
 import torch
 
 from repeval.errors import check_number
-from repeval.training.methods.base import Method, Pass, StepContext, buffers_unchanged
-from repeval.training.methods.ew import EqualWeighting
+from repeval.training.methods.base import Pass, StepContext, WrapsMethod, buffers_unchanged
 
 
 def sam_perturbation(grads: list[torch.Tensor], rho: float) -> list[torch.Tensor]:
@@ -21,14 +24,14 @@ def sam_perturbation(grads: list[torch.Tensor], rho: float) -> list[torch.Tensor
     return [g * scale for g in grads]
 
 
-class SAM(Method):
-    def __init__(self, num_tasks: int, rho: float = 0.05):
-        super().__init__(num_tasks)
+class SAM(WrapsMethod):
+    def __init__(self, num_tasks: int, rho: float = 0.05, base: str = "ew"):
+        super().__init__(num_tasks, base=base)
         check_number("SAM", "rho", rho, low=0.0)
         self.rho = rho
-        self.base = EqualWeighting(num_tasks)
 
     def step(self, ctx: StepContext) -> Pass:
+        self.prepare(ctx)
         first = ctx.forward(ctx.batch)
         ctx.optimizer.zero_grad(set_to_none=True)
         self.base.backward(first.losses, first.z, first.z_grad, ctx.params)
