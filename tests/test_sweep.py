@@ -117,3 +117,13 @@ def test_reproduce_without_weights_or_with_an_unknown_protocol_is_refused(tmp_pa
     assert "pass --pretrained-file PATH" in capsys.readouterr().err
     assert main(["reproduce", "nyuv2", "--data-dir", str(tmp_path), "--smoke"]) == 2
     assert "utkface" in capsys.readouterr().err
+
+
+def test_the_example_sweeps_expand():
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).parent.parent / "sweeps").glob("*.toml"))
+    assert examples
+    for path in examples:
+        runs = expand(read_sweep_file(path))
+        assert len(runs) == len({r.name for r in runs}) > 0

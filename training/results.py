@@ -115,7 +115,12 @@ def build_rows(runs: list[RunResult], variant: str = "per-task") -> tuple[list[R
                     {t: {"acc": row.mean[t]} for t in tasks}, {t: {"acc": base.mean[t]} for t in tasks}, variant=variant
                 )
     position = {m: i for i, m in enumerate(TABLE_ORDER)}
-    ordered = sorted(rows.values(), key=lambda r: (position.get(r.method, len(position)), r.label))
+
+    def order(row: Row) -> tuple:
+        base = row.runs[0].config.method_args.get("base")
+        return position.get(row.method, len(position)), position.get(base, -1), row.label
+
+    ordered = sorted(rows.values(), key=order)
     return ordered, tasks, baseline
 
 
@@ -217,7 +222,7 @@ def plot_delta_bars(rows: list[Row], out_stem: str | Path) -> dict[str, dict[str
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_xticks(x, names, rotation=30, ha="right")
     ax.set_ylabel("Δ_MTL (%)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     save_figure(fig, out_stem)
     return bars

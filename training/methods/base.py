@@ -56,8 +56,13 @@ class StepContext:
 @contextlib.contextmanager
 def buffers_unchanged(model: nn.Module) -> Iterator[None]:
     """Extra forward passes inside one step must not move batch-norm statistics: the step
-    updates them once, in its main pass. Buffers are restored exactly on exit."""
-    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    updates them once, in its main pass. The running statistics are restored exactly on exit
+    (the dummy heads' buffers never change, so they are not copied)."""
+    saved = [
+        (b, b.detach().clone())
+        for m in model.modules() if getattr(m, "track_running_stats", False)  # every batch/instance norm
+        for b in m.buffers(recurse=False)
+    ]
     try:
         yield
     finally:
