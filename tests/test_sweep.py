@@ -90,6 +90,7 @@ def test_killed_sweep_continues_and_matches_an_uninterrupted_one(tmp_path, monke
         assert all(torch.equal(v, cb["encoder"][k]) for k, v in ca["encoder"].items())
     plan = json.loads((tmp_path / "b" / "s" / "sweep.json").read_text())
     assert list(plan["runs"]) == ["ew-seed0", "uw-seed0"] and "repeval_version" in plan
+    assert [r.name for r in expand(read_sweep_file(tmp_path / "b" / "s" / "spec.json"))] == ["ew-seed0", "uw-seed0"]
 
 
 def test_a_run_folder_from_another_plan_is_never_overwritten(tmp_path):

@@ -25,7 +25,8 @@ A sweep file (TOML or JSON) has four tables:
 run has a fixed folder `<out>/<name>/<run>` named from its grid point, e.g.
 `sam-base=cagrad+dgr-0.1-seed2`. Running the sweep again
 skips finished runs, resumes runs killed after a finished epoch, and restarts runs killed
-before one; a folder whose stored config differs from the plan is an error, never overwritten.
+before one (the sweep folder keeps the plan, `sweep.json`, and the spec as a sweep file,
+`spec.json`); a folder whose stored config differs from the plan is an error, never overwritten.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ log = logging.getLogger("repeval")
 
 SECTIONS = ("name", "train", "grid", "dgr", "method_args")
 GRID_KEYS = ("methods", "dgr", "lambdas", "seeds", "dgr_methods")
-PLAN = "sweep.json"
+PLAN, SPEC = "sweep.json", "spec.json"
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,7 @@ def run_sweep(spec: dict, out_dir: str | Path = "runs/sweeps", progress: bool = 
         {"repeval_version": __version__, "spec": spec, "runs": {r.name: r.config.to_dict() for r in runs}},
         root / PLAN,
     )
+    atomic_json(spec, root / SPEC)  # a sweep file: `repeval sweep <root>/spec.json` continues the sweep
     folders = []
     for i, sweep_run in enumerate(runs, 1):
         run_dir = root / sweep_run.name
