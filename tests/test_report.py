@@ -12,7 +12,7 @@ from repeval.errors import DataNotFoundError, InvalidChoiceError
 from repeval.training import run as run_files
 from repeval.training.config import TrainConfig
 from repeval.training.dgr import DGRConfig
-from repeval.training.results import build_rows, find_runs, write_report
+from repeval.training.results import build_rows, find_runs, plot_delta_bars, write_report
 
 TASKS = ("left", "right", "sum")
 
@@ -89,3 +89,14 @@ def test_runs_of_two_datasets_are_not_mixed(runs, tmp_path):
     fake_run(runs, "utk", (0.5, 0.5, 0.5), dataset="utkface")
     with pytest.raises(InvalidChoiceError, match="these runs mix multidigits, utkface"):
         build_rows(find_runs([runs]))
+
+
+def test_figure_two_groups_sam_and_pta_under_their_base(runs, tmp_path):
+    fake_run(runs, "sam-ew", (0.51, 0.80, 0.40), method="sam", base="ew")
+    fake_run(runs, "sam-ew-dgr", (0.9, 0.9, 0.9), method="sam", base="ew", dgr=DGRConfig(lam=0.1))
+    rows, _, _ = build_rows(find_runs([runs]))
+    assert "ew + SAM" in [r.label for r in rows] and "ew + SAM + DGR (λ=0.1)" in [r.label for r in rows]
+    bars = plot_delta_bars(rows, tmp_path / "fig")
+    by_label = {r.label: r.delta for r in rows}
+    assert bars["ew"] == {"alone": by_label["ew"], "DGR": by_label["ew + DGR (λ=0.1)"], "SAM": by_label["ew + SAM"]}
+    assert bars["pcgrad"] == {"alone": by_label["pcgrad"]}  # SAM + DGR stays in the table only

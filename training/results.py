@@ -34,18 +34,22 @@ class RunResult:
     path: Path
     config: TrainConfig
     accuracy: dict[str, float]
-    epochs_done: int
 
 
 @dataclass
 class Row:
-    label: str
+    name: str  # method and options: "cagrad", "cagrad + SAM", "nash update_every=2"
     method: str
+    base: str | None  # the method SAM or PTA wraps
     dgr_lambda: float | None
     runs: list[RunResult] = field(default_factory=list)
     mean: dict[str, float] = field(default_factory=dict)
     std: dict[str, float] = field(default_factory=dict)
     delta: float | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name if self.dgr_lambda is None else f"{self.name} + DGR (λ={self.dgr_lambda:g})"
 
     @property
     def seeds(self) -> list[int]:
@@ -64,22 +68,20 @@ def find_runs(paths: list[str | Path]) -> list[RunResult]:
             metrics = run_files.read_metrics(run_dir)
             if len(metrics) < (config.epochs or 0) or not metrics:
                 continue
-            results.append(RunResult(run_dir, config, metrics[-1]["test_accuracy"], len(metrics)))
+            results.append(RunResult(run_dir, config, metrics[-1]["test_accuracy"]))
     if not results:
         raise DataNotFoundError(f"no finished run under {', '.join(map(str, paths))}")
     return results
 
 
-def row_key(config: TrainConfig) -> tuple[str, str, float | None]:
-    """Row label ("cagrad", "cagrad + SAM", "nash update_every=2"), method, DGR lambda."""
+def row_key(config: TrainConfig) -> tuple[str, str, str | None, float | None]:
+    """(name, method, base, DGR lambda): runs that differ only in seed (and a single run's task)
+    share a row."""
+    base = config.method_args.get("base")
     options = {k: v for k, v in config.method_args.items() if k not in ("task", "base")}
-    if "base" in config.method_args:
-        label = f"{config.method_args['base']} + {config.method.upper()}"
-    else:
-        label = config.method
-    label += "".join(f" {k}={v}" for k, v in sorted(options.items()))
-    lam = None if config.dgr is None else config.dgr.strength
-    return label, config.method, lam
+    name = config.method if base is None else f"{base} + {config.method.upper()}"
+    name += "".join(f" {k}={v}" for k, v in sorted(options.items()))
+    return name, config.method, base, None if config.dgr is None else config.dgr.strength
 
 
 def build_rows(runs: list[RunResult], variant: str = "per-task") -> tuple[list[Row], list[str], dict]:
@@ -91,11 +93,8 @@ def build_rows(runs: list[RunResult], variant: str = "per-task") -> tuple[list[R
     tasks = list(runs[0].accuracy)
     rows: dict[tuple, Row] = {}
     for run in runs:
-        label, method, lam = row_key(run.config)
-        if lam is not None:
-            label += f" + DGR (λ={lam:g})"
-        row = rows.setdefault((label, method, lam), Row(label, method, lam))
-        row.runs.append(run)
+        key = row_key(run.config)
+        rows.setdefault(key, Row(*key)).runs.append(run)
     for row in rows.values():
         per_task = defaultdict(list)
         for run in row.runs:
@@ -117,8 +116,7 @@ def build_rows(runs: list[RunResult], variant: str = "per-task") -> tuple[list[R
     position = {m: i for i, m in enumerate(TABLE_ORDER)}
 
     def order(row: Row) -> tuple:
-        base = row.runs[0].config.method_args.get("base")
-        return position.get(row.method, len(position)), position.get(base, -1), row.label
+        return position.get(row.method, len(position)), position.get(row.base, -1), row.label
 
     ordered = sorted(rows.values(), key=order)
     return ordered, tasks, baseline
@@ -202,11 +200,12 @@ def plot_delta_bars(rows: list[Row], out_stem: str | Path) -> dict[str, dict[str
     for row in rows:
         if row.method == SINGLE or row.delta is None:
             continue
-        wrapped = " + " in row.label.split(" + DGR")[0]
-        if wrapped and row.dgr_lambda is not None:
+        if row.base is not None and row.dgr_lambda is not None:
             continue
-        group, _, addon = row.label.split(" + DGR")[0].partition(" + ")
-        variant = addon if wrapped else ("DGR" if row.dgr_lambda is not None else "alone")
+        if row.base is not None:
+            group, variant = row.base, row.method.upper()
+        else:
+            group, variant = row.name, "alone" if row.dgr_lambda is None else "DGR"
         best = bars.setdefault(group, {}).get(variant, -np.inf)
         bars[group][variant] = max(best, row.delta)
     variants = [v for v in ("alone", "SAM", "PTA", "DGR") if any(v in b for b in bars.values())]
@@ -248,7 +247,7 @@ def write_report(paths: list[str | Path], out_dir: str | Path, variant: str = "p
         "repeval_version": __version__, "inputs": [str(p) for p in paths], "delta_variant": variant,
         "metric": "test accuracy at the last finished epoch; mean ± population std over seeds",
         "single_task_baseline": baseline,
-        "rows": [{"label": r.label, "method": r.method, "dgr_lambda": r.dgr_lambda, "mean": r.mean, "std": r.std,
+        "rows": [{"label": r.label, "method": r.method, "base": r.base, "dgr_lambda": r.dgr_lambda, "mean": r.mean, "std": r.std,
                   "delta_mtl": r.delta, "runs": [{"path": str(x.path), "seed": x.config.seed, "config": x.config.to_dict()}
                                                 for x in r.runs]} for r in rows],
     }, out / "report.json")
