@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+
+SEED_LIMIT = 2**32  # numpy's seeds and torch's CUDA seeds are 32-bit; one range for every seed
 
 
 class RepevalError(Exception):
@@ -22,7 +25,15 @@ class CheckpointError(RepevalError, ValueError):
 
 
 class NonFiniteLossError(RepevalError, FloatingPointError):
-    """Training produced a NaN or infinite loss."""
+    """Training produced a NaN or infinite loss or weights (the CLI exits with code 1)."""
+
+
+class FolderInUseError(RepevalError):
+    """Another live process holds the folder's lock."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says where the run stopped and how to resume it."""
 
 
 def check_choice(owner: str, param: str, value: object, allowed: Iterable[object]) -> None:
@@ -48,17 +59,23 @@ def check_number(
     high: float | None = None,
     low_open: bool = False,
 ) -> None:
-    """Raise `InvalidChoiceError` unless `value` is a `kind` within [low, high] (or (low, high])."""
+    """Raise `InvalidChoiceError` unless `value` is a finite `kind` within [low, high] (or (low, high]).
+
+    >>> check_number("TrainConfig", "lr", float("inf"), low=0.0, low_open=True)
+    Traceback (most recent call last):
+    ...
+    repeval.errors.InvalidChoiceError: The 'lr' parameter of TrainConfig must be a finite float > 0.0. Got inf instead.
+    """
     ok_type = isinstance(value, kind) and not isinstance(value, bool)
     if kind is float:
-        ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok_type = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok_type
     if ok and low is not None:
         ok = value > low if low_open else value >= low  # type: ignore[operator]
     if ok and high is not None:
         ok = value <= high  # type: ignore[operator]
     if not ok:
-        name = "an int" if kind is int else "a float"
+        name = "an int" if kind is int else "a finite float"
         bounds = []
         if low is not None:
             bounds.append(f"{'>' if low_open else '>='} {low}")
@@ -68,3 +85,8 @@ def check_number(
             f"The {param!r} parameter of {owner} must be {name}"
             f"{' ' + ' and '.join(bounds) if bounds else ''}. Got {value!r} instead."
         )
+
+
+def check_seed(owner: str, param: str, value: object) -> None:
+    """Seeds are ints in [0, 2**32): what numpy, torch and CUDA all accept."""
+    check_number(owner, param, value, kind=int, low=0, high=SEED_LIMIT - 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -17,8 +17,9 @@ from tqdm.auto import tqdm
 from repeval import datasets
 from repeval.checkpoint import make_checkpoint
 from repeval.datasets import DatasetBundle, InputNormalizer, collate_batch
-from repeval.errors import InvalidChoiceError, NonFiniteLossError
+from repeval.errors import InvalidChoiceError, NonFiniteLossError, TrainingInterrupted
 from repeval.models import MultiTaskModel, build_encoder
+from repeval.storage import check_output_dir, folder_lock
 from repeval.training import run as run_files
 from repeval.training.config import TrainConfig
 from repeval.training.dgr import DummyGradientRegularizer, with_gradient
@@ -148,117 +149,215 @@ def evaluate(model: MultiTaskModel, loader: DataLoader, bundle: DatasetBundle, d
     return (correct / max(seen, 1)).tolist()
 
 
-def train(config: TrainConfig, resume_dir: str | Path | None = None, run_dir: str | Path | None = None) -> Path:
-    """Train a multi-task encoder; returns the run folder. `resume_dir` continues a run from its
-    last finished epoch (its stored config wins over `config`). `run_dir` names the new run's
-    folder (it must not hold files; default: a fresh `<out_dir>/<dataset>-<method>-<time>`).
+@dataclass
+class Training:
+    """What one run trains with, built from its config before any file is written."""
 
-    >>> from repeval.training.dgr import DGRConfig
-    >>> run_dir = train(TrainConfig(dataset="multidigits", dgr=DGRConfig(), epochs=2))  # doctest: +SKIP
-    >>> sorted(p.name for p in run_dir.iterdir())  # doctest: +SKIP
-    ['checkpoint.pt', 'config.json', 'metrics.jsonl', 'train_state.pt']
-    """
-    if resume_dir is not None:
-        config = run_files.read_config(Path(resume_dir))
-    config = config.resolved()
+    config: TrainConfig
+    device: torch.device
+    bundle: DatasetBundle
+    model: MultiTaskModel
+    method: Method
+    regularizer: DummyGradientRegularizer | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.bundle.tasks]
+
+
+def build_training(config: TrainConfig) -> Training:
+    """Seed, data, model, method, DGR, optimiser: the state every run starts from. Raises on
+    data that cannot train (too few samples, an empty test split) before anything is saved."""
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-
     bundle = datasets.build(config.dataset, **config.dataset_kwargs())
+    check_splits(bundle)
     model = build_model(config, bundle).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    task_names = [t.name for t in bundle.tasks]
     method = create_method(config.method, len(bundle.tasks), **config.method_args)
     method.attach(model)
     method.to(device)
     regularizer = (
-        DummyGradientRegularizer([model.dummy_heads[n] for n in task_names], config.dgr, tasks=method.trained_tasks)
+        DummyGradientRegularizer([model.dummy_heads[t.name] for t in bundle.tasks], config.dgr, tasks=method.trained_tasks)
         if config.dgr else None
     )
     optimizer = torch.optim.Adam([*model.parameters(), *method.parameters()], lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step or 10**9, gamma=config.lr_gamma)
+    return Training(config, device, bundle, model, method, regularizer, optimizer, scheduler)
 
-    start_epoch = 0
+
+def check_splits(bundle: DatasetBundle) -> None:
+    # Batch norm in training mode needs two samples in a batch; drop_last keeps every batch full.
+    if len(bundle.train) < 2:
+        raise InvalidChoiceError(
+            f"dataset {bundle.name!r} has {len(bundle.train)} training sample(s) with {bundle.args}; "
+            "training needs at least 2 (batch norm)"
+        )
+    if len(bundle.test) == 0:
+        raise InvalidChoiceError(f"dataset {bundle.name!r} has an empty test split with {bundle.args}; "
+                                 "give more data or a larger test fraction")
+
+
+def train(config: TrainConfig, resume_dir: str | Path | None = None, run_dir: str | Path | None = None) -> Path:
+    """Train a multi-task encoder; returns the run folder. `run_dir` names the new run's folder
+    (it must not hold files; default: a fresh `<out_dir>/<dataset>-<method>-<time>`).
+
+    `resume_dir` continues a run from its last committed epoch, whatever instant it was killed
+    at; its stored config wins over `config`, except a larger `config.epochs`, which extends it.
+
+    >>> from repeval.training.dgr import DGRConfig
+    >>> run_dir = train(TrainConfig(dataset="multidigits", dgr=DGRConfig(), epochs=2))  # doctest: +SKIP
+    >>> sorted(p.name for p in run_dir.iterdir())  # doctest: +SKIP
+    ['checkpoint.pt', 'commit.json', 'config.json', 'metrics.jsonl', 'train_state.pt']
+    """
     if resume_dir is not None:
-        run_dir = Path(resume_dir)
-        ckpt, state = run_files.load_resume_state(run_dir)
-        model.load_state_dict(_model_state(ckpt), strict=True)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        method.load_state_dict(state["method"])
-        torch.set_rng_state(state["rng"])
-        start_epoch = ckpt["epoch"] + 1
-    elif is_main_process():
-        run_dir = run_files.new_run_dir(config) if run_dir is None else run_files.empty_run_dir(Path(run_dir))
-        run_files.write_config(run_dir, config, bundle.report)
+        return _resume(Path(resume_dir), extend_to=config.epochs)
+    config = config.resolved()
+    check_output_dir(config.out_dir if run_dir is None else run_dir, "--out")
+    training = build_training(config)
+    if not is_main_process():
+        return _train_epochs(training, Path(run_dir or config.out_dir), 0)
+    run_dir = run_files.new_run_dir(config) if run_dir is None else Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(run_dir, "run folder"):
+        run_files.empty_run_dir(run_dir)
+        run_files.write_config(run_dir, config, training.bundle.report)
+        return _train_epochs(training, run_dir, 0)
 
+
+def _resume(run_dir: Path, extend_to: int | None) -> Path:
+    with folder_lock(run_dir, "run folder") if is_main_process() else contextlib.nullcontext():
+        config = run_files.read_config(run_dir)
+        if extend_to is not None and extend_to < config.epochs:
+            raise InvalidChoiceError(
+                f"--epochs {extend_to} is fewer than the {config.epochs} epochs of {str(run_dir)!r}; "
+                "--resume can only extend a run"
+            )
+        epoch = run_files.recover(run_dir)
+        extended = extend_to is not None and extend_to > config.epochs
+        if extended:
+            log.info("%s: extending the run from %d to %d epochs", run_dir, config.epochs, extend_to)
+            config = replace(config, epochs=extend_to)
+        training = build_training(config)
+        if extended:
+            run_files.rewrite_config(run_dir, config)
+        if epoch is not None:
+            ckpt, state = run_files.load_resume_state(run_dir)
+            training.model.load_state_dict(_model_state(ckpt), strict=True)
+            training.optimizer.load_state_dict(state["optimizer"])
+            training.scheduler.load_state_dict(state["scheduler"])
+            training.method.load_state_dict(state["method"])
+            torch.set_rng_state(state["rng"])
+        start = 0 if epoch is None else epoch + 1
+        if start >= config.epochs:
+            log.info("%s: all %d epochs are already trained; nothing to do (--epochs N extends it)", run_dir, config.epochs)
+            return run_dir
+        log.info("%s: resuming at epoch %d/%d", run_dir, start + 1, config.epochs)
+        return _train_epochs(training, run_dir, start)
+
+
+def _train_epochs(training: Training, run_dir: Path, start_epoch: int) -> Path:
+    config, model, method = training.config, training.model, training.method
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            started = time.perf_counter()
+            mean_losses, mean_penalties, steps, seen = train_one_epoch(training, epoch, run_dir)
+            training.scheduler.step()
+            method.on_epoch_end(epoch, mean_losses)
+            accuracy = evaluate(model, _test_loader(training), training.bundle, training.device)
+            metrics = epoch_metrics(training, epoch, mean_losses, mean_penalties, accuracy, seen, started)
+            if is_main_process():
+                save_epoch(training, run_dir, epoch, steps, metrics)
+                accs = "  ".join(f"{n}={a:.3f}" for n, a in zip(training.task_names, accuracy))
+                log.info("epoch %d/%d  test accuracy %s  (%.0f img/s)", epoch + 1, config.epochs, accs,
+                         metrics["images_per_second"])
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(
+            f"interrupted in epoch {epoch + 1}/{config.epochs}; {run_dir} keeps every epoch it saved. "
+            f"Continue with: repeval train --resume {run_dir}"
+        ) from None
+    return run_dir
+
+
+def train_one_epoch(training: Training, epoch: int, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
+    """One pass over the training set: mean task losses and DGR penalties, steps and samples seen."""
+    config, bundle, device = training.config, training.bundle, training.device
     pin = device.type == "cuda"
     normalize = InputNormalizer(bundle.input, device)
-    params = param_groups(model)
-    test_loader = DataLoader(
-        bundle.test, batch_size=max(256, config.batch_size), collate_fn=collate_batch,
-        num_workers=config.num_workers, pin_memory=pin,
-    )
-    metrics: dict = {}
-    for epoch in range(start_epoch, config.epochs):
-        loader = train_loader(bundle, config, epoch, config.seed, pin)
-        # Auto-lambda's meta batches: the training set again, in an independent order (as the
-        # authors' code does), seeded per epoch so --resume replays them.
-        meta_batches = iter(train_loader(bundle, config, epoch, config.seed + 1, pin)) if method.needs_meta_batch else None
-        loss_sum = torch.zeros(len(task_names), device=device)
-        penalty_sum = torch.zeros(len(task_names), device=device)
-        first_bad_step = torch.tensor(-1, device=device)
-        started, seen = time.perf_counter(), 0
-        bar = tqdm(total=len(bundle.train), unit="img", desc=f"epoch {epoch + 1}/{config.epochs}",
-                   disable=not (config.progress and is_main_process()), leave=False)
-        for step, (images, labels) in enumerate(loader):
-            batch = to_device(images, labels, normalize, device)
-            meta_batch = to_device(*next(meta_batches), normalize, device) if meta_batches else None
-            losses, penalties = training_step(model, batch, method, regularizer, optimizer, params, meta_batch)
-            loss_sum += losses * len(images)
-            finite = torch.isfinite(losses).all()
-            if penalties is not None:
-                penalty_sum += penalties * len(images)
-                finite &= torch.isfinite(penalties).all()
-            first_bad_step = torch.where(~finite & (first_bad_step < 0), step, first_bad_step)
-            seen += len(images)
-            bar.update(len(images))
-            if (step + 1) % config.log_every == 0:  # the only host syncs of the epoch
-                _raise_if_nonfinite(first_bad_step, epoch, run_dir)
-                bar.set_postfix(loss=f"{(loss_sum.sum() / seen).item():.3f}")
-        bar.close()
-        _raise_if_nonfinite(first_bad_step, epoch, run_dir)
-        scheduler.step()
+    params = param_groups(training.model)
+    loader = train_loader(bundle, config, epoch, config.seed, pin)
+    # Auto-lambda's meta batches: the training set again, in an independent order (as the
+    # authors' code does), seeded per epoch so --resume replays them.
+    meta_batches = iter(train_loader(bundle, config, epoch, config.seed + 1, pin)) if training.method.needs_meta_batch else None
+    loss_sum = torch.zeros(len(bundle.tasks), device=device)
+    penalty_sum = torch.zeros(len(bundle.tasks), device=device)
+    first_bad_step = torch.tensor(-1, device=device)
+    seen, steps = 0, 0
+    bar = tqdm(total=len(bundle.train), unit="img", desc=f"epoch {epoch + 1}/{config.epochs}",
+               disable=not (config.progress and is_main_process()), leave=False)
+    for step, (images, labels) in enumerate(loader):
+        batch = to_device(images, labels, normalize, device)
+        meta_batch = to_device(*next(meta_batches), normalize, device) if meta_batches else None
+        losses, penalties = training_step(training.model, batch, training.method, training.regularizer,
+                                          training.optimizer, params, meta_batch)
+        loss_sum += losses * len(images)
+        finite = torch.isfinite(losses).all()
+        if penalties is not None:
+            penalty_sum += penalties * len(images)
+            finite &= torch.isfinite(penalties).all()
+        first_bad_step = torch.where(~finite & (first_bad_step < 0), step, first_bad_step)
+        seen, steps = seen + len(images), step + 1
+        bar.update(len(images))
+        if steps % config.log_every == 0:  # the only host syncs of the epoch
+            _raise_if_nonfinite(first_bad_step, epoch, run_dir)
+            bar.set_postfix(loss=f"{(loss_sum.sum() / seen).item():.3f}")
+    bar.close()
+    _raise_if_nonfinite(first_bad_step, epoch, run_dir)
+    penalties = penalty_sum / max(seen, 1) if training.regularizer is not None else None
+    return loss_sum / max(seen, 1), penalties, steps, seen
 
-        mean_losses = loss_sum / max(seen, 1)
-        method.on_epoch_end(epoch, mean_losses)
-        accuracy = evaluate(model, test_loader, bundle, device)
-        metrics = {
-            "epoch": epoch,
-            "train_loss": dict(zip(task_names, mean_losses.tolist())),
-            "test_accuracy": dict(zip(task_names, accuracy)),
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": round(time.perf_counter() - started, 3),
-            "images_per_second": round(seen / (time.perf_counter() - started), 1),
-        }
-        if regularizer is not None:
-            metrics["dgr_penalty"] = dict(zip(task_names, (penalty_sum / max(seen, 1)).tolist()))
-        if is_main_process():
-            ckpt = make_checkpoint(
-                model, model_config=model_config(config, bundle, model),
-                dataset={"name": bundle.name, "args": bundle.args}, input_spec=bundle.input,
-                train_config=config.to_dict(), metrics=metrics, epoch=epoch,
-            )
-            state = {
-                "epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "method": method.state_dict(), "rng": torch.get_rng_state(),
-            }
-            run_files.save_epoch(run_dir, ckpt, state, metrics)
-            accs = "  ".join(f"{n}={a:.3f}" for n, a in zip(task_names, accuracy))
-            log.info("epoch %d/%d  test accuracy %s  (%.0f img/s)", epoch + 1, config.epochs, accs,
-                     metrics["images_per_second"])
-    return run_dir
+
+def epoch_metrics(training: Training, epoch: int, mean_losses: torch.Tensor, mean_penalties: torch.Tensor | None,
+                  accuracy: list[float], seen: int, started: float) -> dict:
+    names = training.task_names
+    seconds = time.perf_counter() - started
+    metrics = {
+        "epoch": epoch,
+        "train_loss": dict(zip(names, mean_losses.tolist())),
+        "test_accuracy": dict(zip(names, accuracy)),
+        "lr": training.optimizer.param_groups[0]["lr"],
+        "seconds": round(seconds, 3),
+        "images_per_second": round(seen / seconds, 1),
+    }
+    if mean_penalties is not None:
+        metrics["dgr_penalty"] = dict(zip(names, mean_penalties.tolist()))
+    return metrics
+
+
+def save_epoch(training: Training, run_dir: Path, epoch: int, steps: int, metrics: dict) -> None:
+    config, bundle, model = training.config, training.bundle, training.model
+    ckpt = make_checkpoint(
+        model, model_config=model_config(config, bundle, model),
+        dataset={"name": bundle.name, "args": bundle.args}, input_spec=bundle.input,
+        train_config=config.to_dict(), metrics=metrics, epoch=epoch,
+    )
+    state = {
+        "epoch": epoch, "step": steps, "optimizer": training.optimizer.state_dict(),
+        "scheduler": training.scheduler.state_dict(), "method": training.method.state_dict(),
+        "rng": torch.get_rng_state(),
+    }
+    run_files.save_epoch(run_dir, ckpt, state, metrics)
+
+
+def _test_loader(training: Training) -> DataLoader:
+    return DataLoader(
+        training.bundle.test, batch_size=max(256, training.config.batch_size), collate_fn=collate_batch,
+        num_workers=training.config.num_workers, pin_memory=training.device.type == "cuda",
+    )
 
 
 def train_loader(bundle: DatasetBundle, config: TrainConfig, epoch: int, seed: int, pin: bool) -> DataLoader:

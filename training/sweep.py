@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from repeval import __version__, datasets
-from repeval.errors import InvalidChoiceError, RepevalError
-from repeval.storage import atomic_json
+from repeval.errors import FolderInUseError, InvalidChoiceError, RepevalError
+from repeval.storage import atomic_json, check_output_dir, folder_lock, remove_stale_temporaries
 from repeval.training import run as run_files
 from repeval.training.config import TrainConfig
 from repeval.training.dgr import DGRConfig
@@ -136,7 +135,8 @@ def run_name(method: str, options: dict, dgr: DGRConfig | None, seed: int) -> st
 
 
 def run_status(run_dir: Path, config: TrainConfig) -> str:
-    """'new', 'partial' (resumable) or 'done'; raises if the folder belongs to another config."""
+    """'new' (no config yet), 'partial' (resumable, maybe from its first epoch) or 'done';
+    raises if the folder belongs to another config."""
     if not (run_dir / run_files.CONFIG).is_file():
         return "new"
     stored = run_files.read_config(run_dir)
@@ -145,10 +145,7 @@ def run_status(run_dir: Path, config: TrainConfig) -> str:
             f"run folder {str(run_dir)!r} was made with a different config than the sweep now asks for; "
             "remove it or give the sweep another name"
         )
-    finished = len(run_files.read_metrics(run_dir))
-    if not (run_dir / run_files.CHECKPOINT).is_file() or finished == 0:
-        return "new"
-    return "done" if finished >= stored.epochs else "partial"
+    return "done" if len(run_files.read_metrics(run_dir)) >= stored.epochs else "partial"
 
 
 def _comparable(config: TrainConfig) -> dict:
@@ -159,8 +156,12 @@ def _comparable(config: TrainConfig) -> dict:
 
 
 def run_sweep(spec: dict, out_dir: str | Path = "runs/sweeps", progress: bool = False) -> list[Path]:
-    """Run (or continue) every run of the sweep; returns their folders."""
+    """Run (or continue) every run of the sweep; returns the folders of its finished runs.
+
+    Several processes can share one sweep: each run folder is locked while a process trains it,
+    and the others pass over it to the next one."""
     runs = expand(spec)
+    check_output_dir(out_dir)
     root = Path(out_dir) / spec["name"]
     root.mkdir(parents=True, exist_ok=True)
     atomic_json(
@@ -168,19 +169,29 @@ def run_sweep(spec: dict, out_dir: str | Path = "runs/sweeps", progress: bool = 
         root / PLAN,
     )
     atomic_json(spec, root / SPEC)  # a sweep file: `repeval sweep <root>/spec.json` continues the sweep
-    folders = []
+    folders, busy = [], []
     for i, sweep_run in enumerate(runs, 1):
         run_dir = root / sweep_run.name
         config = replace(sweep_run.config, out_dir=str(root), progress=progress)
-        status = run_status(run_dir, config)
-        log.info("[%d/%d] %s: %s", i, len(runs), sweep_run.name,
-                 {"done": "finished, skipped", "partial": "resuming", "new": "training"}[status])
-        if status == "partial":
-            train(config, resume_dir=run_dir)
-        elif status == "new":
-            if (run_dir / run_files.CONFIG).is_file():
-                shutil.rmtree(run_dir)  # this plan's run, killed before its first epoch: nothing to keep
-            train(config, run_dir=run_dir)  # any other non-empty folder is refused, never deleted
+        run_dir.mkdir(exist_ok=True)
+        try:
+            with folder_lock(run_dir, "run folder"):
+                status = run_status(run_dir, config)
+                log.info("[%d/%d] %s: %s", i, len(runs), sweep_run.name,
+                         {"done": "finished, skipped", "partial": "resuming", "new": "training"}[status])
+                if status == "partial":  # also a run killed before its first epoch: it restarts
+                    train(config, resume_dir=run_dir)
+                elif status == "new":
+                    remove_stale_temporaries(run_dir)  # a config write killed half-way
+                    train(config, run_dir=run_dir)  # any other non-empty folder is refused, never deleted
+                else:
+                    run_files.recover(run_dir)  # a kill between the last commit and its renames
+        except FolderInUseError as error:
+            log.info("[%d/%d] %s: %s; passed over", i, len(runs), sweep_run.name, error)
+            busy.append(run_dir)
+            continue
         folders.append(run_dir)
+    if busy:
+        log.info("%d run(s) of %s are being trained by other processes; run the sweep again later to "
+                 "report them", len(busy), root)
     return folders
-
