@@ -1,7 +1,11 @@
-"""Name -> factory tables. The CLI's choices, error messages and test parametrisation read them."""
+"""Name -> factory tables. The CLI's choices, error messages and test parametrisation read them.
+
+An entry can be registered lazily as `"module:attribute"`: its name is known at once (the CLI
+lists it without importing torch) and the module is imported on first `get`."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -25,26 +29,36 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._lazy: dict[str, str] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
-            if name in self._entries:
+            if name in self._entries or name in self._lazy:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = obj
             return obj
 
         return decorator
 
+    def register_lazy(self, name: str, target: str) -> None:
+        """Register `"package.module:attribute"`, imported when `get(name)` first asks for it."""
+        if name in self._entries or name in self._lazy:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        self._lazy[name] = target
+
     def get(self, name: str) -> T:
+        if name not in self._entries and name in self._lazy:
+            module, _, attribute = self._lazy[name].partition(":")
+            self._entries[name] = getattr(importlib.import_module(module), attribute)
         try:
             return self._entries[name]
-        except KeyError:
+        except (KeyError, TypeError):
             raise InvalidChoiceError(
                 f"unknown {self.kind} {name!r}; choose from: {', '.join(self.names())}"
             ) from None
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        return sorted({*self._entries, *self._lazy})
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._entries or name in self._lazy

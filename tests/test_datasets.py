@@ -74,7 +74,7 @@ def test_multidigits_labels_match_source_digits():
 
 
 def test_multidigits_rejects_bad_sizes():
-    with pytest.raises(InvalidChoiceError, match="'n_train' parameter of MultiDigits must be an int >= 1. Got 0"):
+    with pytest.raises(InvalidChoiceError, match="'n_train' parameter of MultiDigits must be an int >= 2. Got 0"):
         datasets.build("multidigits", n_train=0)
     with pytest.raises(InvalidChoiceError, match="'canvas'"):
         datasets.build("multidigits", canvas=10, digit_size=20)

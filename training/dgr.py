@@ -23,60 +23,14 @@ updated once per step). Task heads never see the penalty. Two estimators of dP/d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-from repeval.errors import check_choice, check_number
 from repeval.models import DummyHeads
+from repeval.training.config import DEFAULT_LAMBDA, ESTIMATORS, ORDERS, PENALTIES, DGRConfig  # noqa: F401 - re-exported
 
-PENALTIES = ("norm", "squared")
-ESTIMATORS = ("exact", "finite-diff")
-# Where DGR's gradient joins a multi-task method. "after" (default, the authors' code): added to
-# the encoder gradient after the method has combined the task gradients, so it is never
-# projected or reweighted. "before": task k's DGR gradient is part of task k's loss, so the
-# method combines it like the task (free for every method: no extra backward).
-ORDERS = ("after", "before")
-# Chosen with benchmarks/dgr_scale.py (README, "Choosing lambda"): the smallest lambda of the
-# grid {0.01, 0.1, 0.3, 1} that cuts the end-of-run penalty by at least a third against
-# lambda=0 on MultiDigits without lowering test accuracy. The paper's grid (1e-5..1e-7) belongs
-# to the authors' squared finite-difference code; at 1e-6 its gradient at z is ~4e-6 of the
-# task gradient on ResNet-50 (measured at initialisation), i.e. it barely changes training.
-DEFAULT_LAMBDA = {"norm": 0.3, "squared": 0.1}
+# DGRConfig and its choices live in the torch-free config module (the CLI reads them).
 _TINY = 1e-30  # keeps sqrt differentiable where a dummy's gradient vanishes
-
-
-@dataclass(frozen=True)
-class DGRConfig:
-    """Options of the regulariser; `lam=None` takes the default of the chosen penalty.
-
-    >>> DGRConfig().strength, DGRConfig(penalty="squared").strength
-    (0.3, 0.1)
-    >>> DGRConfig(penalty="squared", estimator="finite-diff", eps=1e-4, dummies=1, lam=1e-6).strength
-    1e-06
-    """
-
-    lam: float | None = None
-    dummies: int = 3
-    penalty: str = "norm"
-    estimator: str = "exact"
-    eps: float = 1e-3
-    dummy_seed: int = 0
-    order: str = "after"
-
-    def __post_init__(self) -> None:
-        check_choice("DGRConfig", "penalty", self.penalty, PENALTIES)
-        check_choice("DGRConfig", "order", self.order, ORDERS)
-        check_choice("DGRConfig", "estimator", self.estimator, ESTIMATORS)
-        check_number("DGRConfig", "dummies", self.dummies, kind=int, low=1)
-        check_number("DGRConfig", "eps", self.eps, low=0.0, low_open=True)
-        if self.lam is not None:
-            check_number("DGRConfig", "lam", self.lam, low=0.0)
-
-    @property
-    def strength(self) -> float:
-        return DEFAULT_LAMBDA[self.penalty] if self.lam is None else float(self.lam)
 
 
 def dummy_losses(z: torch.Tensor, y: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -105,7 +59,13 @@ def dummy_gradient_penalty(
 def with_gradient(z: torch.Tensor, task_z_grads: torch.Tensor) -> torch.Tensor:
     """Zero-valued [K] terms whose gradient at z is `task_z_grads[k]`: added to the task losses,
     they leave every loss value bit for bit unchanged (s - s == 0) and put DGR inside each task's
-    gradient ("before" order)."""
+    gradient ("before" order).
+
+    >>> z = torch.ones(2, 3, requires_grad=True)
+    >>> terms = with_gradient(z, torch.full((1, 2, 3), 0.5))
+    >>> terms.tolist(), torch.autograd.grad(terms.sum(), z)[0][0].tolist()
+    ([0.0], [0.5, 0.5, 0.5])
+    """
     s = (task_z_grads.detach() * z.unsqueeze(0)).flatten(1).sum(dim=1).float()
     return s - s.detach()
 

@@ -33,22 +33,23 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from repeval import __version__, datasets
-from repeval.errors import FolderInUseError, InvalidChoiceError, RepevalError
+from repeval.errors import FolderInUseError, InvalidChoiceError, RepevalError, check_number, check_seed
 from repeval.storage import atomic_json, check_output_dir, folder_lock, remove_stale_temporaries
 from repeval.training import run as run_files
-from repeval.training.config import TrainConfig
-from repeval.training.dgr import DGRConfig
+from repeval.training.config import DGRConfig, TrainConfig
 from repeval.training.loop import train
+from repeval.validation import from_mapping
 
 log = logging.getLogger("repeval")
 
 SECTIONS = ("name", "train", "grid", "dgr", "method_args")
-GRID_KEYS = ("methods", "dgr", "lambdas", "seeds", "dgr_methods")
+NAME = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]*")
 PLAN, SPEC = "sweep.json", "spec.json"
 
 
@@ -71,35 +72,74 @@ def read_sweep_file(path: str | Path) -> dict:
     return spec
 
 
+@dataclass(frozen=True)
+class SweepGrid:
+    """The `[grid]` table: every run is one (method, DGR variant, seed)."""
+
+    methods: tuple[str, ...] = ("ew",)
+    dgr: tuple[bool, ...] = (False,)
+    lambdas: tuple[float | None, ...] = (None,)
+    seeds: tuple[int, ...] = (0,)
+    dgr_methods: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        from repeval.training.methods import METHODS
+
+        for key in ("methods", "dgr", "lambdas", "seeds"):
+            if not getattr(self, key):
+                raise InvalidChoiceError(f"[grid] {key} is empty; give at least one value")
+        for method in self.methods:
+            METHODS.get(method)
+        for seed in self.seeds:
+            check_seed("[grid]", "seeds", seed)
+        for lam in self.lambdas:
+            if lam is not None:
+                check_number("[grid]", "lambdas", lam, low=0.0)
+        unknown = set(self.dgr_methods or ()) - set(self.methods)
+        if unknown:
+            raise InvalidChoiceError(f"[grid] dgr_methods {sorted(unknown)} are not among the methods {list(self.methods)}")
+
+
+def check_sweep_name(name: object) -> str:
+    """A sweep's name is its folder's name: one path component, no traversal."""
+    if not isinstance(name, str) or not NAME.fullmatch(name) or ".." in name:
+        raise InvalidChoiceError(
+            f"sweep name {name!r} must be a folder name of letters, digits and . _ + = - "
+            "(no '/', no '..', not starting with '.')"
+        )
+    return name
+
+
 def expand(spec: dict) -> list[SweepRun]:
     """The runs of a sweep spec, in a stable order (method, DGR variant, seed)."""
+    if not isinstance(spec, dict):
+        raise InvalidChoiceError(f"a sweep file holds a table of sections; got {type(spec).__name__}")
     unknown = set(spec) - set(SECTIONS)
     if unknown:
         raise InvalidChoiceError(f"unknown sweep section(s) {sorted(unknown)}; allowed: {', '.join(SECTIONS)}")
-    grid = dict(spec.get("grid", {}))
-    unknown = set(grid) - set(GRID_KEYS)
-    if unknown:
-        raise InvalidChoiceError(f"unknown [grid] key(s) {sorted(unknown)}; allowed: {', '.join(GRID_KEYS)}")
-    train_args = dict(spec.get("train", {}))
+    check_sweep_name(spec.get("name"))
+    grid = from_mapping(SweepGrid, spec.get("grid", {}), "[grid]")
+    train_args = spec.get("train", {})
     for key in ("method", "method_args", "dgr", "seed"):
-        if key in train_args:
+        if isinstance(train_args, dict) and key in train_args:
             raise InvalidChoiceError(f"[train] must not set {key!r}: the [grid] and [{key}] sections do")
-    base = TrainConfig(**train_args)
-    methods = grid.get("methods", ["ew"])
-    dgr_flags = grid.get("dgr", [False])
-    lambdas = grid.get("lambdas", [None])
-    seeds = grid.get("seeds", [0])
-    dgr_methods = grid.get("dgr_methods", [m for m in methods if m != "single"])
-    unknown = set(dgr_methods) - set(methods)
-    if unknown:
-        raise InvalidChoiceError(f"[grid] dgr_methods {sorted(unknown)} are not among the methods {methods}")
-    dgr_args = dict(spec.get("dgr", {}))
-    if "lam" in dgr_args:
+    base = TrainConfig.from_dict(train_args, "[train]", strict=True)
+    methods, dgr_flags, lambdas, seeds = list(grid.methods), grid.dgr, grid.lambdas, grid.seeds
+    dgr_methods = [m for m in methods if m != "single"] if grid.dgr_methods is None else list(grid.dgr_methods)
+    dgr_args = spec.get("dgr", {})
+    if isinstance(dgr_args, dict) and "lam" in dgr_args:
         raise InvalidChoiceError("[dgr] must not set 'lam': [grid] lambdas does")
+    from_mapping(DGRConfig, dgr_args, "[dgr]")  # checked once, before any run
+    method_args = spec.get("method_args", {})
+    if not isinstance(method_args, dict) or not all(isinstance(v, dict) for v in method_args.values()):
+        raise InvalidChoiceError("[method_args] must hold one table per method, e.g. [method_args.sam]")
+    unknown = set(method_args) - set(methods)
+    if unknown:
+        raise InvalidChoiceError(f"[method_args] names {sorted(unknown)}, which are not among the methods {methods}")
 
     runs = []
     for method in methods:
-        option_grid = dict(spec.get("method_args", {}).get(method, {}))
+        option_grid = dict(method_args.get(method, {}))
         if method == "single":
             option_grid["task"] = datasets.task_names(base.dataset)
         with_dgr = method in dgr_methods and True in dgr_flags

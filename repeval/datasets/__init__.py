@@ -1,31 +1,81 @@
-"""Datasets by name. `build(name, **args)` returns a `DatasetBundle`."""
+"""Datasets by name. `build(name, **args)` returns a `DatasetBundle`.
+
+The registry names its builders lazily, so listing or validating names imports no torch; the
+array classes (`ArrayDataset`, `InputSpec`...) load from `repeval.datasets.base` on first use.
+Each dataset module has `build_<name>(...)`, `check_args(...)` (the same parameters, checked
+without loading anything) and `TASKS`."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from repeval.datasets.base import (
-    ArrayDataset, DatasetBundle, InputNormalizer, InputSpec, collate_batch, normalize_batch,
-)
-from repeval.datasets import multidigits, utkface
-from repeval.datasets.multidigits import build_multidigits
-from repeval.datasets.utkface import build_utkface
+from repeval.errors import InvalidChoiceError
 from repeval.registry import Registry
-from repeval.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from repeval.datasets.base import DatasetBundle
+    from repeval.tasks import TaskSpec
 
 DATASETS: Registry[Callable[..., DatasetBundle]] = Registry("dataset")
-DATASETS.register("multidigits")(build_multidigits)
-DATASETS.register("utkface")(build_utkface)
+DATASETS.register_lazy("multidigits", "repeval.datasets.multidigits:build_multidigits")
+DATASETS.register_lazy("utkface", "repeval.datasets.utkface:build_utkface")
 
 # Datasets that read a folder take `data_dir`; the embedded ones take none.
 NEEDS_DATA_DIR = {"utkface"}
-# Each dataset's tasks, known without loading it (a sweep expands `single` into one run per task).
-TASKS: dict[str, tuple[TaskSpec, ...]] = {"multidigits": multidigits.TASKS, "utkface": utkface.TASKS}
+
+_BASE_NAMES = ("ArrayDataset", "DatasetBundle", "InputSpec", "collate_batch", "normalize_batch", "InputNormalizer")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BASE_NAMES:
+        return getattr(importlib.import_module("repeval.datasets.base"), name)
+    if name == "TASKS":  # each dataset's tasks, known without loading its data
+        return {n: _module(n).TASKS for n in DATASETS.names()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _module(name: str):
+    return inspect.getmodule(DATASETS.get(name))
 
 
 def task_names(name: str) -> list[str]:
-    DATASETS.get(name)
-    return [t.name for t in TASKS[name]]
+    return [t.name for t in _module(name).TASKS]
+
+
+def dataset_options(name: str) -> dict[str, Any]:
+    """Option name -> default of a registered dataset's builder."""
+    return {k: p.default for k, p in inspect.signature(DATASETS.get(name)).parameters.items()}
+
+
+def check_args(name: str, args: dict) -> None:
+    """Refuse unknown options, wrong types and out-of-range values of a dataset, without building it.
+
+    >>> check_args("multidigits", {"n_trian": 10})
+    Traceback (most recent call last):
+    ...
+    repeval.errors.InvalidChoiceError: dataset 'multidigits' has no option 'n_trian'; its options are: split_seed, n_train, n_test, canvas, digit_size, jitter, test_fraction
+    """
+    allowed = dataset_options(name)
+    for key, value in args.items():
+        if key not in allowed:
+            raise InvalidChoiceError(
+                f"dataset {name!r} has no option {key!r}; its options are: {', '.join(allowed)}"
+            )
+        default = allowed[key]
+        if default is None or key == "data_dir":
+            continue
+        kind = type(default)
+        ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            raise InvalidChoiceError(
+                f"The {key!r} option of dataset {name!r} must be a {kind.__name__}. Got {value!r} instead."
+            )
+    _module(name).check_args(**{**allowed, **args})
 
 
 def build(name: str, **args) -> DatasetBundle:
@@ -43,6 +93,6 @@ def list_datasets() -> list[str]:
 
 
 __all__ = [
-    "ArrayDataset", "DatasetBundle", "InputSpec", "DATASETS", "NEEDS_DATA_DIR",
-    "build", "list_datasets", "TASKS", "task_names", "collate_batch", "normalize_batch", "InputNormalizer",
+    "ArrayDataset", "DatasetBundle", "InputSpec", "DATASETS", "NEEDS_DATA_DIR", "build", "check_args",
+    "dataset_options", "list_datasets", "TASKS", "task_names", "collate_batch", "normalize_batch", "InputNormalizer",
 ]

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from repeval.datasets.base import ArrayDataset, DatasetBundle, InputSpec
-from repeval.errors import check_number
+from repeval.errors import check_number, check_seed
 from repeval.tasks import TaskSpec
 
 TASKS = (
@@ -55,6 +55,20 @@ def _compose(
     return images, np.stack([a, b, a + b], axis=1), np.stack([left, right], axis=1)
 
 
+def check_args(split_seed: int, n_train: int, n_test: int, canvas: int, digit_size: int, jitter: int,
+               test_fraction: float) -> None:
+    """The options' ranges, checked before anything is built (at config time)."""
+    owner = "MultiDigits"
+    check_seed(owner, "split_seed", split_seed)
+    # Batch norm needs two samples per training batch.
+    check_number(owner, "n_train", n_train, kind=int, low=2)
+    check_number(owner, "n_test", n_test, kind=int, low=1)
+    check_number(owner, "digit_size", digit_size, kind=int, low=4)
+    check_number(owner, "canvas", canvas, kind=int, low=digit_size)
+    check_number(owner, "jitter", jitter, kind=int, low=0, high=canvas - digit_size)
+    check_number(owner, "test_fraction", test_fraction, low=0.0, high=0.95, low_open=True)
+
+
 def build_multidigits(
     split_seed: int = 0,
     n_train: int = 10_000,
@@ -70,14 +84,7 @@ def build_multidigits(
     >>> bundle.train.images.shape, [t.name for t in bundle.tasks]
     ((64, 1, 32, 32), ['left', 'right', 'sum'])
     """
-    owner = "MultiDigits"
-    check_number(owner, "n_train", n_train, kind=int, low=1)
-    check_number(owner, "n_test", n_test, kind=int, low=1)
-    check_number(owner, "digit_size", digit_size, kind=int, low=4)
-    check_number(owner, "canvas", canvas, kind=int, low=digit_size)
-    check_number(owner, "jitter", jitter, kind=int, low=0, high=canvas - digit_size)
-    check_number(owner, "test_fraction", test_fraction, low=0.0, high=0.95, low_open=True)
-
+    check_args(split_seed, n_train, n_test, canvas, digit_size, jitter, test_fraction)
     digits, labels = _source_digits(digit_size)
     rng = np.random.default_rng(split_seed)
     order = rng.permutation(len(digits))

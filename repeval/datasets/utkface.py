@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 
 from repeval.datasets.base import IMAGENET_MEAN, IMAGENET_STD, ArrayDataset, DatasetBundle, InputSpec
-from repeval.errors import DataNotFoundError, check_number
+from repeval.errors import DataNotFoundError, check_number, check_seed
 from repeval.storage import atomic_json, atomic_write, cache_dir
 from repeval.tasks import TaskSpec
 
@@ -109,6 +109,15 @@ def _decoded(folder: Path, files: list[str], size: int) -> tuple[np.ndarray, np.
     return np.load(images_path, mmap_mode="r"), ok
 
 
+def check_args(data_dir: str | os.PathLike | None, split_seed: int, size: int, test_fraction: float) -> None:
+    """The options' ranges, checked before anything is read (at config time)."""
+    if data_dir is None:
+        raise DataNotFoundError(f"UTKFace needs its folder. {WHERE_FROM}.")
+    check_seed("UTKFace", "split_seed", split_seed)
+    check_number("UTKFace", "size", size, kind=int, low=8)
+    check_number("UTKFace", "test_fraction", test_fraction, low=0.0, high=0.99, low_open=True)
+
+
 def build_utkface(
     data_dir: str | os.PathLike | None = None,
     split_seed: int = 0,
@@ -116,10 +125,7 @@ def build_utkface(
     test_fraction: float = 0.2,
 ) -> DatasetBundle:
     """Load a UTKFace folder with the official DGR protocol (see the module docstring)."""
-    if data_dir is None:
-        raise DataNotFoundError(f"UTKFace needs its folder. {WHERE_FROM}.")
-    check_number("UTKFace", "size", size, kind=int, low=8)
-    check_number("UTKFace", "test_fraction", test_fraction, low=0.0, high=0.99, low_open=True)
+    check_args(data_dir, split_seed, size, test_fraction)
     folder = Path(data_dir).expanduser()
     if not folder.is_dir():
         raise DataNotFoundError(f"UTKFace folder {str(folder)!r} does not exist. {WHERE_FROM}.")
