@@ -20,10 +20,11 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
 
 from repeval.errors import check_choice  # noqa: E402
+from repeval.probes.config import MAP_METHODS  # noqa: E402
 from repeval.storage import atomic_write  # noqa: E402
 from repeval.tasks import TaskSpec  # noqa: E402
 
-METHODS = ("tsne", "umap")
+METHODS = MAP_METHODS
 
 
 def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0, n_jobs: int | None = None,

@@ -16,22 +16,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-
-import numpy as np
-from sklearn.base import BaseEstimator
-from sklearn.linear_model import LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import Normalizer, StandardScaler
-from sklearn.svm import SVC, LinearSVC
-from sklearn.tree import DecisionTreeClassifier
+from typing import Any
 
 from repeval.errors import InvalidChoiceError
 from repeval.registry import Registry
 
+# scikit-learn loads inside the factories: the CLI lists and checks probe names without it.
 
-def dino_weights(distances: np.ndarray, temperature: float = 0.07) -> np.ndarray:
+
+def dino_weights(distances, temperature: float = 0.07):
     """Vote weights exp(similarity / T) from cosine distances (similarity = 1 - distance)."""
+    import numpy as np
+
     return np.exp((1.0 - distances) / temperature)
 
 
@@ -41,7 +37,7 @@ class ProbeSpec:
     `deterministic` probes give the same result for every seed, so they are fitted once."""
 
     name: str
-    make: Callable[[int], BaseEstimator]
+    make: Callable[[int], Any]
     grid: dict = field(default_factory=dict)
     deterministic: bool = False
 
@@ -53,34 +49,61 @@ def _register(spec: ProbeSpec) -> None:
     PROBES.register(spec.name)(spec)
 
 
-_register(ProbeSpec(
-    "dt", lambda seed: DecisionTreeClassifier(random_state=seed),
-    grid={"max_depth": [None, 10, 20], "min_samples_leaf": [1, 5, 20]},
-))
-_register(ProbeSpec(
-    "svm", lambda seed: make_pipeline(StandardScaler(), SVC()),
-    grid={"svc__C": [0.1, 1.0, 10.0]}, deterministic=True,
-))
-_register(ProbeSpec(
-    "knn", lambda seed: make_pipeline(StandardScaler(), KNeighborsClassifier()),
-    grid={"kneighborsclassifier__n_neighbors": [5, 10, 20, 50]}, deterministic=True,
-))
-_register(ProbeSpec(
-    "logreg", lambda seed: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed)),
-    grid={"logisticregression__C": [0.001, 0.01, 0.1, 1.0, 10.0]},
-))
-_register(ProbeSpec(
-    "linsvm", lambda seed: make_pipeline(StandardScaler(), LinearSVC(random_state=seed)),
-    grid={"linearsvc__C": [0.001, 0.01, 0.1, 1.0]},
-))
-_register(ProbeSpec(
-    "knn-cosine",
-    lambda seed: make_pipeline(
+def _dt(seed: int):
+    from sklearn.tree import DecisionTreeClassifier
+
+    return DecisionTreeClassifier(random_state=seed)
+
+
+def _scaled(make_estimator: Callable[[], Any]):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), make_estimator())
+
+
+def _svm(seed: int):
+    from sklearn.svm import SVC
+
+    return _scaled(SVC)
+
+
+def _knn(seed: int):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return _scaled(KNeighborsClassifier)
+
+
+def _logreg(seed: int):
+    from sklearn.linear_model import LogisticRegression
+
+    return _scaled(lambda: LogisticRegression(max_iter=1000, random_state=seed))
+
+
+def _linsvm(seed: int):
+    from sklearn.svm import LinearSVC
+
+    return _scaled(lambda: LinearSVC(random_state=seed))
+
+
+def _knn_cosine(seed: int):
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import Normalizer
+
+    return make_pipeline(
         Normalizer(),
         KNeighborsClassifier(n_neighbors=20, metric="cosine", algorithm="brute", weights=partial(dino_weights, temperature=0.07)),
-    ),
-    grid={"kneighborsclassifier__n_neighbors": [10, 20, 100, 200]}, deterministic=True,
-))
+    )
+
+
+_register(ProbeSpec("dt", _dt, grid={"max_depth": [None, 10, 20], "min_samples_leaf": [1, 5, 20]}))
+_register(ProbeSpec("svm", _svm, grid={"svc__C": [0.1, 1.0, 10.0]}, deterministic=True))
+_register(ProbeSpec("knn", _knn, grid={"kneighborsclassifier__n_neighbors": [5, 10, 20, 50]}, deterministic=True))
+_register(ProbeSpec("logreg", _logreg, grid={"logisticregression__C": [0.001, 0.01, 0.1, 1.0, 10.0]}))
+_register(ProbeSpec("linsvm", _linsvm, grid={"linearsvc__C": [0.001, 0.01, 0.1, 1.0]}))
+_register(ProbeSpec("knn-cosine", _knn_cosine, grid={"kneighborsclassifier__n_neighbors": [10, 20, 100, 200]},
+                    deterministic=True))
 
 
 def parse_classifiers(text: str) -> tuple[str, ...]:

@@ -22,35 +22,9 @@ from threadpoolctl import threadpool_limits
 from repeval import __version__
 from repeval.errors import InvalidChoiceError, check_number
 from repeval.probes.embeddings import EmbeddingSet
+from repeval.probes.config import ProbeConfig  # noqa: F401 - re-exported
 from repeval.probes.registry import PROBES, ProbeSpec
 from repeval.probes.svm import SharedRBFGram, gram_bytes
-
-
-@dataclass(frozen=True)
-class ProbeConfig:
-    """What `run_probes` fits: classifiers (registry names), seeds, `--tune` (CV on the training
-    split), parallel `jobs`; `svm_memory_gb` budgets the shared RBF Gram matrices of `svm`.
-
-    >>> ProbeConfig(classifiers=("dt", "knn"), seeds=(0, 1, 2)).classifiers
-    ('dt', 'knn')
-    """
-
-    classifiers: tuple[str, ...] = ("dt", "svm", "knn")
-    seeds: tuple[int, ...] = (0,)
-    tune: bool = False
-    cv: int = 3
-    jobs: int = 1
-    svm_memory_gb: float = 8.0
-
-    def __post_init__(self) -> None:
-        for name in self.classifiers:
-            PROBES.get(name)
-        if not self.seeds:
-            raise InvalidChoiceError("The 'seeds' parameter of ProbeConfig must list at least one seed. Got () instead.")
-        check_number("ProbeConfig", "cv", self.cv, kind=int, low=2)
-        if self.jobs != -1:
-            check_number("ProbeConfig", "jobs", self.jobs, kind=int, low=1)
-        check_number("ProbeConfig", "svm_memory_gb", self.svm_memory_gb, low=0.0)
 
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:

@@ -53,8 +53,8 @@ from sklearn.base import BaseEstimator
 
 from repeval.errors import check_choice, check_number
 from repeval.models import build_head
+from repeval.probes.config import HEADS
 
-HEADS = ("linear", "mlp", "trained")
 
 
 # ---- permutation matching ----------------------------------------------------------------------

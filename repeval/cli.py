@@ -12,29 +12,23 @@ from typing import Annotated, Optional
 import typer
 from typer.exceptions import TyperException
 
+# Only torch-free modules at import time: `repeval --help` and option errors answer at once.
+# Each command imports what it runs (torch, timm, scikit-learn, matplotlib) inside its body.
 from repeval import __version__
-from repeval.console import console as make_console
 from repeval.console import progress_default
 from repeval.datasets import DATASETS, NEEDS_DATA_DIR
-from repeval.errors import InvalidChoiceError, NonFiniteLossError, RepevalError, check_choice
+from repeval.errors import (
+    InvalidChoiceError, NonFiniteLossError, RepevalError, TrainingInterrupted, check_choice, check_number,
+)
 from repeval.metrics import DELTA_VARIANTS
-from repeval.probes.embeddings import source_from_checkpoint, source_from_timm
-from repeval.probes.plots import METHODS as MAP_METHODS
+from repeval.probes.config import HEADS as UNIVERSALITY_HEADS
+from repeval.probes.config import MAP_METHODS
 from repeval.probes.registry import PROBES, parse_classifiers
-from repeval.probes.report import embedding_maps
-from repeval.probes.suite import ProbeConfig
-from repeval.probes.universality import HEADS as UNIVERSALITY_HEADS
-from repeval.probes.universality_report import UniversalityConfig
-from repeval.probes.workflow import extract_all, universality_of
-from repeval.probes.workflow import probe as run_probe_workflow
-from repeval.training.config import DEVICES, TrainConfig
-from repeval.training.dgr import ESTIMATORS, ORDERS, PENALTIES, DGRConfig
-from repeval.training.loop import resolve_device
-from repeval.training.loop import train as run_training
+from repeval.storage import check_output_dir
+from repeval.training.config import DEVICES, ESTIMATORS, ORDERS, PENALTIES
 from repeval.training.methods import METHODS, rep_grad_methods
-from repeval.training.reproduce import PROTOCOLS, utkface_spec
-from repeval.training.results import write_report
-from repeval.training.sweep import read_sweep_file, run_sweep
+from repeval.training.reproduce import PROTOCOLS
+from repeval.validation import parse_seeds
 
 app = typer.Typer(
     add_completion=False,
@@ -106,7 +100,15 @@ def train(
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Default: on a terminal only."),
 ) -> None:
     """Train a multi-task encoder (vanilla, or with --dgr)."""
-    if dataset in NEEDS_DATA_DIR and data_dir is None and resume is None:
+    from repeval.training.config import DGRConfig, TrainConfig
+
+    if resume is not None:  # the run's stored config wins; a larger --epochs extends it
+        config = TrainConfig(epochs=epochs)
+        from repeval.training.loop import train as run_training
+
+        typer.echo(str(run_training(config, resume_dir=resume)))
+        return
+    if dataset in NEEDS_DATA_DIR and data_dir is None:
         raise InvalidChoiceError(f"dataset {dataset!r} needs --data-dir (the folder that holds its files)")
     dataset_args = {"split_seed": split_seed, **_parse_key_values(data_option, "--data-option")}
     method_args = _parse_key_values(method_option, "--method-option")
@@ -129,7 +131,9 @@ def train(
         lr_gamma=lr_gamma, seed=seed, device=device, num_workers=num_workers, out_dir=str(out),
         progress=progress_default() if progress is None else progress,
     )
-    run_dir = run_training(config, resume_dir=resume)
+    from repeval.training.loop import train as run_training
+
+    run_dir = run_training(config)
     typer.echo(str(run_dir))
 
 
@@ -159,11 +163,20 @@ def probe(
     standardize: bool = typer.Option(False, "--standardize/--no-standardize", help="Standardise embeddings first."),
 ) -> None:
     """Freeze encoders, fit probes on their embeddings, write probe.json/.csv and plots."""
-    sources = _sources(checkpoints, timm, pretrained_file, dataset, data_dir, data_option)
-    config = ProbeConfig(classifiers=parse_classifiers(classifiers), seeds=_parse_seeds(seeds), tune=tune, jobs=jobs)
+    from repeval.probes.config import ProbeConfig
+
+    config = ProbeConfig(classifiers=parse_classifiers(classifiers), seeds=parse_seeds(seeds), tune=tune, jobs=jobs)
+    check_number("repeval probe", "max_points", max_points, kind=int, low=10)
+    check_number("repeval probe", "batch_size", batch_size, kind=int, low=1)
     out = out or Path("runs") / f"probe-{time.strftime('%Y%m%d-%H%M%S')}"
-    maps = tuple(m for m, on in (("tsne", tsne), ("umap", umap)) if on)
+    check_output_dir(out)
+    from repeval.probes.universality_report import UniversalityConfig
+    from repeval.probes.workflow import probe as run_probe_workflow
+    from repeval.training.loop import resolve_device
+
     measure = UniversalityConfig(n_random=n_random, head=head, standardize=standardize) if universality else None
+    sources = _sources(checkpoints, timm, pretrained_file, dataset, data_dir, data_option)
+    maps = tuple(m for m, on in (("tsne", tsne), ("umap", umap)) if on)
     run_probe_workflow(sources, config, out, maps=maps, max_points=max_points, universality=measure,
                        device=str(resolve_device(device)), batch_size=batch_size, use_cache=cache,
                        progress=progress_default() if progress is None else progress,
@@ -190,11 +203,16 @@ def universality_command(
     out: Optional[Path] = typer.Option(None, help="Output folder (default runs/universality-<time>)."),
 ) -> None:
     """Universality (paper Definition 2) and the gradient-norm proxy (Theorem 1) per task."""
+    out = out or Path("runs") / f"universality-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_output_dir(out)
+    from repeval.probes.universality_report import UniversalityConfig
+    from repeval.probes.workflow import extract_all, universality_of
+    from repeval.training.loop import resolve_device
+
     config = UniversalityConfig(n_random=n_random, head=head, hidden=hidden, restarts=restarts, tol=tol,
                                 standardize=standardize, seed=seed)
     sets = extract_all(_sources(checkpoints, timm, pretrained_file, dataset, data_dir, data_option),
                        device=str(resolve_device(device)))
-    out = out or Path("runs") / f"universality-{time.strftime('%Y%m%d-%H%M%S')}"
     universality_of(sets, config, out, make_console())
     typer.echo(str(out))
 
@@ -211,20 +229,24 @@ def tsne(
 ) -> None:
     """2-D maps of the shared representation: one row per task, one column per checkpoint."""
     check_choice("repeval tsne", "method", method, MAP_METHODS)
-    sets = extract_all(_sources(checkpoints, None, None, None, data_dir, []), device=str(resolve_device(device)))
+    check_number("repeval tsne", "max_points", max_points, kind=int, low=10)
+    from repeval.errors import check_seed
+
+    check_seed("repeval tsne", "seed", seed)
     out = out or Path("runs") / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_output_dir(out)
+    from repeval.probes.report import embedding_maps
+    from repeval.probes.workflow import extract_all
+    from repeval.training.loop import resolve_device
+
+    sets = extract_all(_sources(checkpoints, None, None, None, data_dir, []), device=str(resolve_device(device)))
     embedding_maps(sets, out, method=method, max_points=max_points, seed=seed)
     typer.echo(str(out))
 
 
-def _parse_seeds(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise InvalidChoiceError(f"--seeds must be a comma list of integers; got {text!r}") from None
-
-
 def _sources(checkpoints, timm_name, pretrained_file, dataset, data_dir, data_option) -> list:
+    from repeval.probes.embeddings import source_from_checkpoint, source_from_timm
+
     if timm_name is not None:
         if checkpoints:
             raise InvalidChoiceError("give either checkpoints or --timm, not both")
@@ -247,6 +269,9 @@ def demo(
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Default: on a terminal only."),
 ) -> None:
     """Train vanilla and DGR encoders on the embedded MultiDigits data and compare them."""
+    if epochs is not None:
+        check_number("repeval demo", "epochs", epochs, kind=int, low=1)
+    check_output_dir(out)
     from repeval.demo import run_demo
 
     run_demo(out, epochs=epochs, progress=progress_default() if progress is None else progress)
@@ -260,7 +285,11 @@ def sweep(
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Default: on a terminal only."),
 ) -> None:
     """Run a grid of trainings (methods x +-DGR x lambda x seeds); run it again to continue it."""
+    from repeval.training.sweep import expand, read_sweep_file
+
     spec = read_sweep_file(config)
+    expand(spec)  # the whole grid is checked before any folder is made
+    check_output_dir(out)
     _run_sweep_and_report(spec, out, report, progress)
 
 
@@ -275,11 +304,17 @@ def reproduce(
 ) -> None:
     """Run the paper's protocol (Table 1 and Figure 2) as a resumable sweep, then report it."""
     check_choice("reproduce", "protocol", protocol, PROTOCOLS)
+    check_output_dir(out)
+    from repeval.training.reproduce import utkface_spec
+
     spec = utkface_spec(data_dir, pretrained_file, smoke=smoke)
     _run_sweep_and_report(spec, out, True, progress)
 
 
 def _run_sweep_and_report(spec: dict, out: Path, report: bool, progress: Optional[bool]) -> None:
+    from repeval.training.results import write_report
+    from repeval.training.sweep import run_sweep
+
     folders = run_sweep(spec, out, progress=progress_default() if progress is None else progress)
     root = out / spec["name"]
     typer.echo(f"{len(folders)} runs in {root}")
@@ -296,6 +331,10 @@ def report(
     delta: str = typer.Option("per-task", help=f"Delta_MTL averaging, {_one_of(DELTA_VARIANTS)}."),
 ) -> None:
     """Table-1 style results (mean ± std over seeds, Δ_MTL vs single-task runs) and the Figure-2 chart."""
+    check_choice("repeval report", "delta", delta, DELTA_VARIANTS)
+    check_output_dir(out)
+    from repeval.training.results import write_report
+
     where, table = write_report(runs, out, variant=delta)
     typer.echo(table)
     typer.echo(f"report: {where}")
@@ -321,13 +360,22 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return 130
     except RepevalError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)
         return 130
     return result if isinstance(result, int) else 0
+
+
+def make_console():
+    from repeval.console import console
+
+    return console()
 
 
 def console() -> None:

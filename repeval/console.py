@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from rich.console import Console
 
-
-def console() -> Console:
+def console():
     """A rich console; wide when output goes to a file or pipe, where rich would assume 80
     columns and fold every table."""
+    from rich.console import Console
+
     return Console() if sys.stdout.isatty() else Console(width=160)
 
 

@@ -30,6 +30,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, T] = {}
         self._lazy: dict[str, str] = {}
+        self._meta: dict[str, dict] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -40,14 +41,21 @@ class Registry(Generic[T]):
 
         return decorator
 
-    def register_lazy(self, name: str, target: str) -> None:
-        """Register `"package.module:attribute"`, imported when `get(name)` first asks for it."""
+    def register_lazy(self, name: str, target: str, **meta: object) -> None:
+        """Register `"package.module:attribute"`, imported when `get(name)` first asks for it.
+        `meta` holds what callers need to know about the entry without importing it."""
         if name in self._entries or name in self._lazy:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._lazy[name] = target
+        self._meta[name] = dict(meta)
+
+    def meta(self, name: str) -> dict:
+        """The metadata given at registration (empty for eager entries)."""
+        self.check(name)
+        return dict(self._meta.get(name, {}))
 
     def get(self, name: str) -> T:
-        if name not in self._entries and name in self._lazy:
+        if isinstance(name, str) and name not in self._entries and name in self._lazy:
             module, _, attribute = self._lazy[name].partition(":")
             self._entries[name] = getattr(importlib.import_module(module), attribute)
         try:
@@ -56,6 +64,11 @@ class Registry(Generic[T]):
             raise InvalidChoiceError(
                 f"unknown {self.kind} {name!r}; choose from: {', '.join(self.names())}"
             ) from None
+
+    def check(self, name: object) -> None:
+        """Raise the `get` message for an unknown name, importing nothing."""
+        if not isinstance(name, str) or name not in self:
+            self.get(name)  # type: ignore[arg-type]
 
     def names(self) -> list[str]:
         return sorted({*self._entries, *self._lazy})

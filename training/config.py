@@ -109,7 +109,10 @@ class TrainConfig:
         for name in ("dataset_args", "method_args"):
             if not isinstance(getattr(self, name), dict):
                 raise InvalidChoiceError(f"The {name!r} parameter of {owner} must be a dict. Got {getattr(self, name)!r} instead.")
-        datasets.DATASETS.get(self.dataset)  # unknown names raise the registry's message
+        datasets.DATASETS.check(self.dataset)  # unknown names raise the registry's message
+        from repeval.training.methods import METHODS, create_method  # names only; no torch yet
+
+        METHODS.check(self.method)
         check_choice(owner, "device", self.device, DEVICES)
         check_number(owner, "hidden", self.hidden, kind=int, low=1)
         # Batch norm in training mode needs two samples in every batch.
@@ -133,10 +136,7 @@ class TrainConfig:
             raise InvalidChoiceError(f"dataset {self.dataset!r} is embedded and reads no --data-dir")
         datasets.check_args(self.dataset, self.dataset_kwargs())
         # Built once here (2 tasks stand in for the dataset's) so a bad option value fails now,
-        # not when a sweep reaches this run. Last: it is the one check that loads torch.
-        from repeval.training.methods import METHODS, create_method
-
-        METHODS.get(self.method)
+        # not when a sweep reaches this run. Last, with the dataset's check: they load torch.
         create_method(self.method, 2, **self.method_args)
 
     def resolved(self) -> TrainConfig:

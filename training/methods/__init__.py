@@ -5,38 +5,37 @@ KEY=VALUE` and sweep files set them, checked against `method_options(name)`."""
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
 from repeval.errors import InvalidChoiceError
 from repeval.registry import Registry
-from repeval.training.methods.autol import AutoLambda
-from repeval.training.methods.base import LossWeighting, Method, ParamGroups
-from repeval.training.methods.cagrad import CAGrad
-from repeval.training.methods.dwa import DWA
-from repeval.training.methods.ew import EqualWeighting
-from repeval.training.methods.gradient import GradientMethod
-from repeval.training.methods.gradnorm import GradNorm
-from repeval.training.methods.imtl import IMTL
-from repeval.training.methods.mgda import MGDA
-from repeval.training.methods.nash import NashMTL
-from repeval.training.methods.pcgrad import PCGrad
-from repeval.training.methods.pta import PTA
-from repeval.training.methods.sam import SAM
-from repeval.training.methods.single import SingleTask
-from repeval.training.methods.uw import UncertaintyWeighting
 
-METHODS: Registry[Callable[..., Method]] = Registry("method")
+METHODS: Registry[Callable[..., Any]] = Registry("method")
+# name -> (module, class, takes --rep-grad). Lazy, so the CLI lists them without importing torch.
 _TABLE = {
-    "single": SingleTask, "ew": EqualWeighting, "dwa": DWA, "uw": UncertaintyWeighting, "autol": AutoLambda,
-    "pcgrad": PCGrad, "mgda": MGDA, "cagrad": CAGrad, "imtl": IMTL, "nash": NashMTL, "gradnorm": GradNorm,
-    "sam": SAM, "pta": PTA,
+    "single": ("single", "SingleTask", False), "ew": ("ew", "EqualWeighting", False), "dwa": ("dwa", "DWA", False),
+    "uw": ("uw", "UncertaintyWeighting", False), "autol": ("autol", "AutoLambda", False),
+    "pcgrad": ("pcgrad", "PCGrad", False), "mgda": ("mgda", "MGDA", True), "cagrad": ("cagrad", "CAGrad", False),
+    "imtl": ("imtl", "IMTL", True), "nash": ("nash", "NashMTL", False), "gradnorm": ("gradnorm", "GradNorm", False),
+    "sam": ("sam", "SAM", False), "pta": ("pta", "PTA", False),
 }
-for _name, _factory in _TABLE.items():
-    METHODS.register(_name)(_factory)
+for _name, (_module, _class, _rep_grad) in _TABLE.items():
+    METHODS.register_lazy(_name, f"{__name__}.{_module}:{_class}", rep_grad=_rep_grad)
 # Row order of result tables: the baseline, loss weighting, gradient methods, comparisons.
 TABLE_ORDER = list(_TABLE)
+_CLASSES = {cls: f"{__name__}.{module}" for module, cls, _ in _TABLE.values()}
+_CLASSES.update(Method=f"{__name__}.base", LossWeighting=f"{__name__}.base", ParamGroups=f"{__name__}.base",
+                GradientMethod=f"{__name__}.gradient")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLASSES:
+        return getattr(importlib.import_module(_CLASSES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def method_options(name: str) -> dict[str, Any]:
@@ -46,7 +45,8 @@ def method_options(name: str) -> dict[str, Any]:
 
 
 def rep_grad_methods() -> list[str]:
-    return [n for n in METHODS.names() if getattr(METHODS.get(n), "supports_rep_grad", False)]
+    """Methods that accept `--rep-grad` (their class says `supports_rep_grad`; a test keeps the two equal)."""
+    return [n for n in METHODS.names() if METHODS.meta(n)["rep_grad"]]
 
 
 def check_method_options(name: str, options: dict[str, Any]) -> None:
@@ -64,6 +64,8 @@ def check_method_options(name: str, options: dict[str, Any]) -> None:
         default = allowed[key]
         kind = type(default) if default is not None else str
         ok = isinstance(value, kind) or (kind is float and isinstance(value, int) and not isinstance(value, bool))
+        if ok and kind is float and not math.isfinite(value):
+            raise InvalidChoiceError(f"The {key!r} option of method {name!r} must be finite. Got {value!r} instead.")
         if not ok:
             raise InvalidChoiceError(
                 f"The {key!r} option of method {name!r} must be a {kind.__name__}. Got {value!r} instead."

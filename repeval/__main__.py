@@ -1,0 +1,5 @@
+"""`python -m repeval`: the same command as `repeval`."""
+
+from repeval.cli import console
+
+console()
