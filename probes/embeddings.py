@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,8 @@ from repeval.datasets import InputNormalizer, InputSpec, collate_batch
 from repeval.models import build_encoder, check_backbone
 from repeval.storage import atomic_write, cache_dir
 from repeval.tasks import TaskSpec
+
+log = logging.getLogger("repeval")
 
 EXTRACTOR_VERSION = 1  # bump when extraction changes what it produces
 SPLITS = ("train", "test")
@@ -194,11 +198,13 @@ def extract(
     """
     device = torch.device(device)
     bundle = datasets.build(source.dataset, **source.dataset_args)
-    path = cache_dir("embeddings") / f"{source.cache_key(bundle.input)}.npz"
+    key = source.cache_key(bundle.input)
+    path = cache_dir("embeddings") / f"{key}.npz"
     if use_cache and path.exists():
-        with np.load(path) as data:
-            splits = {s: Embeddings(data[f"{s}_features"], data[f"{s}_labels"], data[f"{s}_indices"]) for s in SPLITS}
-        return EmbeddingSet(source, bundle.tasks, splits["train"], splits["test"], from_cache=True)
+        splits, problem = _read_cache(path, key, bundle)
+        if splits is not None:
+            return EmbeddingSet(source, bundle.tasks, splits["train"], splits["test"], from_cache=True)
+        log.warning("embedding cache %s is not valid (%s); extracting again", path, problem)
 
     encoder = source.build_encoder(bundle.input)
     splits = {}
@@ -207,7 +213,37 @@ def extract(
         features = embed(encoder, data, bundle.input, device, batch_size, progress, desc=f"{source.name} {name}")
         splits[name] = Embeddings(features, data.labels.copy(), np.asarray(data.indices).copy())
     arrays = {f"{s}_{k}": getattr(e, k) for s, e in splits.items() for k in ("features", "labels", "indices")}
-    meta = json.dumps({"repeval_version": __version__, "source": source.origin, "key": source.key,
-                       "dataset": source.dataset, "dataset_args": source.dataset_args}, default=str)
+    meta = json.dumps({"repeval_version": __version__, "source": source.origin, "key": source.key, "cache_key": key,
+                       "dataset": source.dataset, "dataset_args": source.dataset_args,
+                       "sha256": {name: _array_sha256(a) for name, a in arrays.items()}}, default=str)
     atomic_write(path, lambda f: np.savez(f, meta=np.array(meta), **arrays))
     return EmbeddingSet(source, bundle.tasks, splits["train"], splits["test"], from_cache=False)
+
+
+def _array_sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _read_cache(path: Path, key: str, bundle) -> tuple[dict | None, str]:
+    """The cached splits if the file is readable, was made for `key`, holds every array with its
+    recorded SHA-256, and its labels and sample indices are the dataset's; else (None, why)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            arrays = {name: data[name] for name in data.files if name != "meta"}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        return None, f"{type(e).__name__}: {e}"
+    if meta.get("cache_key") != key:
+        return None, "it was made for another encoder or dataset"
+    expected = {f"{s}_{k}" for s in SPLITS for k in ("features", "labels", "indices")}
+    if set(arrays) != expected or any(_array_sha256(a) != meta.get("sha256", {}).get(n) for n, a in arrays.items()):
+        return None, "its arrays do not match their recorded SHA-256"
+    splits = {}
+    for split in SPLITS:
+        data = getattr(bundle, split)
+        features, labels, indices = (arrays[f"{split}_{k}"] for k in ("features", "labels", "indices"))
+        if (features.ndim != 2 or len(features) != len(data) or not np.array_equal(labels, data.labels)
+                or not np.array_equal(indices, np.asarray(data.indices))):
+            return None, f"its {split} split does not match the dataset's"
+        splits[split] = Embeddings(features, labels, indices)
+    return splits, ""

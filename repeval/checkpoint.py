@@ -17,7 +17,6 @@ Whatever probing needs to rebuild an encoder lives here, nothing else.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -28,7 +27,7 @@ from repeval import __version__
 from repeval.datasets.base import InputSpec
 from repeval.errors import CheckpointError, DataNotFoundError
 from repeval.models import MultiTaskModel, build_encoder
-from repeval.storage import atomic_torch_save
+from repeval.storage import atomic_torch_save, file_sha256
 from repeval.tasks import TaskSpec
 
 FORMAT = "repeval.checkpoint"
@@ -117,8 +116,4 @@ def model_from_checkpoint(ckpt: dict) -> MultiTaskModel:
 
 def content_hash(path: str | os.PathLike) -> str:
     """SHA-256 of the file's bytes: the key under which derived results are cached."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_sha256(path)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repeval.errors import DataNotFoundError, InvalidChoiceError
+from repeval.errors import CheckpointError, DataNotFoundError, InvalidChoiceError
 from repeval.tasks import TaskSpec
 
 
@@ -79,8 +79,47 @@ def build_encoder(name: str, in_chans: int = 3, pretrained_file: str | os.PathLi
         path = Path(pretrained_file).expanduser()
         if not path.is_file():
             raise DataNotFoundError(f"pretrained weights file {str(path)!r} does not exist")
+        check_weights_file(path, name, timm.create_model(name, **kwargs))
         kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
     return timm.create_model(name, **kwargs)
+
+
+def check_weights_file(path: Path, name: str, model: nn.Module) -> None:
+    """Refuse a weights file that timm could not load into `model` with a line naming the file,
+    the backbone and the first key that differs (timm's own error is a page of size mismatches).
+    The classifier is dropped and the first convolution adapted to `in_chans` by timm: their
+    shapes may differ."""
+    from timm.models import load_state_dict
+
+    try:
+        state = load_state_dict(str(path), weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"pretrained weights file {str(path)!r} cannot be read as a state dict ({first})") from None
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    classifiers = cfg.get("classifier") or ()
+    classifiers = (classifiers,) if isinstance(classifiers, str) else tuple(classifiers)
+    first_conv = cfg.get("first_conv") or ()
+    first_conv = (first_conv,) if isinstance(first_conv, str) else tuple(first_conv)
+    own = model.state_dict()
+    for key, value in state.items():
+        if any(key.startswith(c + ".") for c in classifiers) or key not in own:
+            continue
+        expected = tuple(own[key].shape)
+        got = tuple(getattr(value, "shape", ()))
+        if any(key == c + ".weight" for c in first_conv) and len(got) == len(expected) == 4:
+            expected, got = expected[:1] + expected[2:], got[:1] + got[2:]
+        if got != expected:
+            raise CheckpointError(
+                f"pretrained weights file {str(path)!r} does not fit backbone {name!r}: key {key!r} has shape "
+                f"{list(got)}, the model needs {list(expected)}"
+            )
+    missing = [k for k in own if k not in state and not own[k].dtype == torch.int64]
+    if missing:
+        raise CheckpointError(
+            f"pretrained weights file {str(path)!r} does not fit backbone {name!r}: it has no key {missing[0]!r} "
+            f"({len(missing)} of the model's {len(own)} keys missing)"
+        )
 
 
 class MultiTaskModel(nn.Module):

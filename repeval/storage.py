@@ -12,6 +12,7 @@ injection tests kill a real training process right after each one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -110,6 +111,15 @@ def remove_stale_temporaries(folder: Path) -> list[str]:
         _event("remove", path)
         removed.append(path.name)
     return removed
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def cache_dir(*parts: str) -> Path:

@@ -34,7 +34,7 @@ from PIL import Image
 
 from repeval.datasets.base import IMAGENET_MEAN, IMAGENET_STD, ArrayDataset, DatasetBundle, InputSpec
 from repeval.errors import DataNotFoundError, check_number, check_seed
-from repeval.storage import atomic_json, atomic_write, cache_dir
+from repeval.storage import atomic_json, atomic_write, cache_dir, file_sha256
 from repeval.tasks import TaskSpec
 
 log = logging.getLogger("repeval")
@@ -90,12 +90,17 @@ def _listing_key(folder: Path, files: list[str], size: int) -> str:
 
 
 def _decoded(folder: Path, files: list[str], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Decoded `[M, 3, size, size]` images of the decodable files, and the decodable mask."""
+    """Decoded `[M, 3, size, size]` images of the decodable files, and the decodable mask.
+
+    The cache is trusted only when its record (`meta.json`, written last) matches this listing
+    and the images file has the recorded shape and SHA-256; anything else is rebuilt."""
     where = cache_dir("utkface", _listing_key(folder, files, size))
     images_path, meta_path = where / "images.npy", where / "meta.json"
-    if images_path.exists() and meta_path.exists():
-        ok = np.array(json.loads(meta_path.read_text())["ok"], dtype=bool)
-        return np.load(images_path, mmap_mode="r"), ok
+    if meta_path.exists() or images_path.exists():
+        cached, problem = _read_cache(images_path, meta_path, files, size)
+        if cached is not None:
+            return cached
+        log.warning("UTKFace cache %s is not valid (%s); decoding again", where, problem)
 
     log.info("decoding %d UTKFace images once into %s", len(files), where)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
@@ -104,9 +109,28 @@ def _decoded(folder: Path, files: list[str], size: int) -> tuple[np.ndarray, np.
     images = np.zeros((int(ok.sum()), 3, size, size), dtype=np.uint8)
     for row, img in enumerate(d for d in decoded if d is not None):
         images[row] = img
-    atomic_write(images_path, lambda f: np.save(f, images))
-    atomic_json({"folder": str(folder.resolve()), "size": size, "files": files, "ok": ok.tolist()}, meta_path)
-    return np.load(images_path, mmap_mode="r"), ok
+    meta_path.unlink(missing_ok=True)  # the record goes last: no record, no trusted images
+    atomic_write(images_path, lambda f: np.save(f, images, allow_pickle=False))
+    atomic_json({"folder": str(folder.resolve()), "size": size, "files": files, "ok": ok.tolist(),
+                 "shape": list(images.shape), "sha256": file_sha256(images_path)}, meta_path)
+    return np.load(images_path, mmap_mode="r", allow_pickle=False), ok
+
+
+def _read_cache(images_path: Path, meta_path: Path, files: list[str], size: int):
+    """((images, ok), None) from a valid cache, or (None, what is wrong)."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        ok = np.array(meta["ok"], dtype=bool)
+        if meta["files"] != files or meta["size"] != size or len(ok) != len(files):
+            return None, "it lists other files"
+        if file_sha256(images_path) != meta["sha256"]:
+            return None, "images.npy does not match its recorded SHA-256"
+        images = np.load(images_path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return None, f"{type(e).__name__}: {e}"
+    if images.dtype != np.uint8 or list(images.shape) != [int(ok.sum()), 3, size, size]:
+        return None, f"images.npy is {images.dtype} {images.shape}"
+    return (images, ok), None
 
 
 def check_args(data_dir: str | os.PathLike | None, split_seed: int, size: int, test_fraction: float) -> None:
