@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -36,6 +37,16 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="Train multi-task encoders with and without DGR, and measure their shared representations.",
 )
+
+
+@contextlib.contextmanager
+def _saying_where_training_stopped():
+    """Ctrl-C in training: typer would turn it into a silent exit 130; say where the run stopped."""
+    try:
+        yield
+    except TrainingInterrupted as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        raise typer.Exit(130) from None
 
 
 def _one_of(names) -> str:
@@ -106,7 +117,8 @@ def train(
         config = TrainConfig(epochs=epochs)
         from repeval.training.loop import train as run_training
 
-        typer.echo(str(run_training(config, resume_dir=resume)))
+        with _saying_where_training_stopped():
+            typer.echo(str(run_training(config, resume_dir=resume)))
         return
     if dataset in NEEDS_DATA_DIR and data_dir is None:
         raise InvalidChoiceError(f"dataset {dataset!r} needs --data-dir (the folder that holds its files)")
@@ -133,7 +145,8 @@ def train(
     )
     from repeval.training.loop import train as run_training
 
-    run_dir = run_training(config)
+    with _saying_where_training_stopped():
+        run_dir = run_training(config)
     typer.echo(str(run_dir))
 
 
@@ -274,7 +287,8 @@ def demo(
     check_output_dir(out)
     from repeval.demo import run_demo
 
-    run_demo(out, epochs=epochs, progress=progress_default() if progress is None else progress)
+    with _saying_where_training_stopped():
+        run_demo(out, epochs=epochs, progress=progress_default() if progress is None else progress)
 
 
 @app.command()
@@ -315,7 +329,8 @@ def _run_sweep_and_report(spec: dict, out: Path, report: bool, progress: Optiona
     from repeval.training.results import write_report
     from repeval.training.sweep import run_sweep
 
-    folders = run_sweep(spec, out, progress=progress_default() if progress is None else progress)
+    with _saying_where_training_stopped():
+        folders = run_sweep(spec, out, progress=progress_default() if progress is None else progress)
     root = out / spec["name"]
     typer.echo(f"{len(folders)} runs in {root}")
     if report:
@@ -360,9 +375,6 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except TrainingInterrupted as e:
-        print(f"stopped: {e}", file=sys.stderr)
-        return 130
     except RepevalError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
