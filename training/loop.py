@@ -229,13 +229,14 @@ def train(config: TrainConfig, resume_dir: str | Path | None = None, run_dir: st
 
 
 def _resume(run_dir: Path, extend_to: int | None) -> Path:
+    config = run_files.read_config(run_dir)  # checked before the lock file is made
+    if extend_to is not None and extend_to < config.epochs:
+        raise InvalidChoiceError(
+            f"--epochs {extend_to} is fewer than the {config.epochs} epochs of {str(run_dir)!r}; "
+            "--resume can only extend a run"
+        )
     with folder_lock(run_dir, "run folder") if is_main_process() else contextlib.nullcontext():
         config = run_files.read_config(run_dir)
-        if extend_to is not None and extend_to < config.epochs:
-            raise InvalidChoiceError(
-                f"--epochs {extend_to} is fewer than the {config.epochs} epochs of {str(run_dir)!r}; "
-                "--resume can only extend a run"
-            )
         epoch = run_files.recover(run_dir)
         extended = extend_to is not None and extend_to > config.epochs
         if extended:

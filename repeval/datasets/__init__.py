@@ -72,8 +72,9 @@ def check_args(name: str, args: dict) -> None:
         if kind is float:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not ok:
+            article = "an" if kind is int else "a"
             raise InvalidChoiceError(
-                f"The {key!r} option of dataset {name!r} must be a {kind.__name__}. Got {value!r} instead."
+                f"The {key!r} option of dataset {name!r} must be {article} {kind.__name__}. Got {value!r} instead."
             )
     _module(name).check_args(**{**allowed, **args})
 

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -162,10 +163,10 @@ def build_utkface(
         )
     # The official split runs over every matched file before the name filter; keep it exact.
     generator = torch.Generator().manual_seed(split_seed)
-    train_pos, test_pos = (
-        np.array(list(s), dtype=np.int64)
-        for s in torch.utils.data.random_split(range(len(matched)), [1 - test_fraction, test_fraction], generator)
-    )
+    with warnings.catch_warnings():  # an empty split is refused with a clear error by the caller
+        warnings.filterwarnings("ignore", "Length of split", UserWarning)
+        splits = torch.utils.data.random_split(range(len(matched)), [1 - test_fraction, test_fraction], generator)
+    train_pos, test_pos = (np.array(list(s), dtype=np.int64) for s in splits)
 
     labels = [parse_name(n) for n in matched]
     parsed = [i for i, lab in enumerate(labels) if lab is not None]
