@@ -129,7 +129,8 @@ def source_from_timm(
 
     >>> source = source_from_timm("resnet50", "utkface", "r50.pth", {"data_dir": "~/UTKFace"})  # doctest: +SKIP
     """
-    datasets.DATASETS.get(dataset)
+    datasets.DATASETS.check(dataset)
+    datasets.check_args(dataset, dict(dataset_args or {}))
     check_backbone(name)
     weights = None if pretrained_file is None else content_hash(pretrained_file)
     return EncoderSource(
