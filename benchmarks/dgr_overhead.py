@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from repeval.models import MultiTaskModel, build_encoder, build_head
 from repeval.tasks import TaskSpec
 from repeval.training.dgr import DGRConfig, DummyGradientRegularizer
-from repeval.training.loop import Batch, training_step
+from repeval.training.step import Batch, training_step
 from repeval.training.methods import EqualWeighting
 
 TASKS = (TaskSpec("age", 7, tuple("0123456")), TaskSpec("gender", 2, ("m", "f")), TaskSpec("race", 5, tuple("01234")))

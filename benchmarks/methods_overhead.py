@@ -22,7 +22,7 @@ import torch
 from repeval.models import MultiTaskModel, build_encoder
 from repeval.tasks import TaskSpec
 from repeval.training.dgr import DGRConfig, DummyGradientRegularizer
-from repeval.training.loop import Batch, training_step
+from repeval.training.step import Batch, training_step
 from repeval.training.methods import METHODS, create_method, rep_grad_methods
 
 TASKS = (TaskSpec("age", 7, tuple("0123456")), TaskSpec("gender", 2, ("m", "f")), TaskSpec("race", 5, tuple("01234")))

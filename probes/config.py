@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from repeval.defaults import HEAD_HIDDEN
 from repeval.errors import InvalidChoiceError, check_number, check_seed
 from repeval.probes.registry import PROBES
 
 MAP_METHODS = ("tsne", "umap")  # 2-D maps of a representation
 HEADS = ("linear", "mlp", "trained")  # head families of the universality measure
+MAP_MAX_POINTS = 3000  # test samples drawn in a 2-D map
+EXTRACT_BATCH = 256  # images per forward pass when embeddings are extracted
 
 
 @dataclass(frozen=True)
@@ -39,3 +42,27 @@ class ProbeConfig:
         if self.jobs != -1:
             check_number("ProbeConfig", "jobs", self.jobs, kind=int, low=1)
         check_number("ProbeConfig", "svm_memory_gb", self.svm_memory_gb, low=0.0)
+
+
+@dataclass(frozen=True)
+class UniversalityConfig:
+    n_random: int = 10
+    head: str = "linear"
+    hidden: int = HEAD_HIDDEN
+    restarts: int | None = None
+    tol: float = 1e-4
+    max_iter: int = 1000
+    standardize: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Same checks as the estimator's fit, but before any embedding is extracted.
+        self.measure()._validate()
+
+    def measure(self):
+        """The `UniversalityMeasure` estimator these options describe (loads torch)."""
+        from repeval.probes.universality import UniversalityMeasure
+
+        return UniversalityMeasure(n_random=self.n_random, head=self.head, hidden=self.hidden, restarts=self.restarts,
+                                   tol=self.tol, max_iter=self.max_iter, standardize=self.standardize,
+                                   random_state=self.seed)

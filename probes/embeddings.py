@@ -29,6 +29,7 @@ from repeval import __version__, datasets
 from repeval.checkpoint import content_hash, load_checkpoint, model_from_checkpoint
 from repeval.datasets import InputNormalizer, InputSpec, collate_batch
 from repeval.models import build_encoder, check_backbone
+from repeval.probes.config import EXTRACT_BATCH
 from repeval.storage import atomic_write, cache_dir
 from repeval.tasks import TaskSpec
 
@@ -156,7 +157,7 @@ def embed(
     dataset: datasets.ArrayDataset,
     input_spec: InputSpec,
     device: torch.device,
-    batch_size: int = 256,
+    batch_size: int = EXTRACT_BATCH,
     progress: bool = False,
     desc: str = "embedding",
 ) -> np.ndarray:
@@ -187,7 +188,7 @@ def embed(
 def extract(
     source: EncoderSource,
     device: torch.device | str = "cpu",
-    batch_size: int = 256,
+    batch_size: int = EXTRACT_BATCH,
     use_cache: bool = True,
     progress: bool = False,
 ) -> EmbeddingSet:

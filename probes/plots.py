@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from pathlib import Path
 
 import matplotlib
 
@@ -20,6 +19,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
 
 from repeval.errors import check_choice  # noqa: E402
+from repeval.figures import save_figure  # noqa: E402
 from repeval.probes.config import MAP_METHODS  # noqa: E402
 from repeval.storage import atomic_write  # noqa: E402
 from repeval.tasks import TaskSpec  # noqa: E402
@@ -114,14 +114,6 @@ def plot_probe_bars(rows: list[dict], out_stem: str | os.PathLike, metric: str =
     return fig
 
 
-def save_figure(fig, out_stem) -> None:
-    """`out_stem`.png and .svg, each written atomically; the figure is closed."""
-    out_stem = Path(out_stem)
-    for ext in ("png", "svg"):
-        atomic_write(out_stem.with_suffix(f".{ext}"), lambda f, ext=ext: fig.savefig(f, format=ext, dpi=120, bbox_inches="tight"))
-    plt.close(fig)
-
-
 def save_coords(path: str | os.PathLike, coords: dict[str, np.ndarray], labels: np.ndarray, indices: np.ndarray,
                 tasks: tuple[TaskSpec, ...], method: str, seed: int) -> None:
     """`coords.npz`: one `[n, 2]` array per encoder (`coords/<name>`), the labels `[n, K]`, the
@@ -130,34 +122,6 @@ def save_coords(path: str | os.PathLike, coords: dict[str, np.ndarray], labels: 
     atomic_write(path, lambda f: np.savez(
         f, labels=labels, indices=indices, tasks=np.array([t.name for t in tasks]),
         encoders=np.array(list(coords)), method=np.array(method), seed=np.array(seed), **arrays))
-
-
-def plot_training_curves(histories: dict[str, list[dict]], out_stem: str | os.PathLike):
-    """Per task: training loss (dashed) and test accuracy (solid) by epoch, one colour per run.
-
-    `histories` maps a run name to its `metrics.jsonl` lines (dicts with `epoch`, `train_loss`
-    and `test_accuracy` per task).
-
-    >>> h = {"a": [{"epoch": 0, "train_loss": {"t": 1.0}, "test_accuracy": {"t": 0.5}},
-    ...            {"epoch": 1, "train_loss": {"t": 0.5}, "test_accuracy": {"t": 0.8}}]}
-    >>> fig = plot_training_curves(h, "runs/curves")  # doctest: +SKIP
-    """
-    tasks = list(next(iter(histories.values()))[0]["test_accuracy"])
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks), 3.2), squeeze=False, layout="constrained")
-    colours = plt.get_cmap("tab10").colors
-    for ax, task in zip(axes[0], tasks):
-        loss_ax = ax.twinx()
-        for i, (name, lines) in enumerate(histories.items()):
-            epochs = [m["epoch"] + 1 for m in lines]
-            ax.plot(epochs, [m["test_accuracy"][task] for m in lines], color=colours[i], marker="o", ms=3, label=f"{name} test acc")
-            loss_ax.plot(epochs, [m["train_loss"][task] for m in lines], color=colours[i], ls="--", alpha=0.6, label=f"{name} train loss")
-        ax.set_title(task)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("test accuracy")
-        loss_ax.set_ylabel("train loss")
-    axes[0, -1].legend(fontsize=7, loc="center right")
-    save_figure(fig, out_stem)
-    return fig
 
 
 def plot_matching(y: np.ndarray, log_probs: np.ndarray, sigma: np.ndarray, out_stem: str | os.PathLike):

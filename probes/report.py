@@ -15,6 +15,7 @@ from rich.table import Table
 
 from repeval import __version__
 from repeval.errors import InvalidChoiceError
+from repeval.probes.config import MAP_MAX_POINTS
 from repeval.probes.embeddings import EmbeddingSet
 from repeval.probes.plots import embed_2d, plot_embedding_grid, save_coords
 from repeval.storage import atomic_json, atomic_write
@@ -60,7 +61,7 @@ def summary_table(rows: list[dict], metric: str = "accuracy") -> Table:
 
 
 def embedding_maps(sets: list[EmbeddingSet], out_dir: str | os.PathLike, method: str = "tsne",
-                   max_points: int = 3000, seed: int = 0, n_jobs: int | None = None) -> dict[str, np.ndarray]:
+                   max_points: int = MAP_MAX_POINTS, seed: int = 0, n_jobs: int | None = None) -> dict[str, np.ndarray]:
     """2-D maps of the same test samples for every encoder; writes `<method>.png/.svg` and
     `coords.npz` (or `coords-umap.npz`) into `out_dir` and returns the coordinates.
 

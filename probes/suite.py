@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -20,7 +19,6 @@ from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
 from repeval import __version__
-from repeval.errors import InvalidChoiceError, check_number
 from repeval.probes.embeddings import EmbeddingSet
 from repeval.probes.config import ProbeConfig  # noqa: F401 - re-exported
 from repeval.probes.registry import PROBES, ProbeSpec

@@ -52,7 +52,8 @@ from scipy.stats import spearmanr
 from sklearn.base import BaseEstimator
 
 from repeval.errors import check_choice, check_number
-from repeval.models import build_head
+from repeval.defaults import HEAD_HIDDEN
+from repeval.models import build_head, head_logits, head_params  # noqa: F401 - head_logits is part of this API
 from repeval.probes.config import HEADS
 
 
@@ -105,19 +106,7 @@ def init_head(family: str, dim: int, hidden: int, n_classes: int, seed: int, dty
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module = build_head(dim, hidden, n_classes) if family != "linear" else torch.nn.Linear(dim, n_classes)
-    return [p.detach().to(dtype).clone() for p in module.parameters()]
-
-
-def head_logits(z: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
-    """Logits of a linear ([W, b]) or two-layer ([W1, b1, W2, b2]) head.
-
-    >>> head_logits(torch.zeros(5, 8, dtype=torch.float64), init_head("linear", 8, 0, 3, seed=0)).shape
-    torch.Size([5, 3])
-    """
-    if len(params) == 2:
-        return F.linear(z, *params)
-    w1, b1, w2, b2 = params
-    return F.linear(F.relu(F.linear(z, w1, b1)), w2, b2)
+    return [p.to(dtype).clone() for p in head_params(module)]
 
 
 def gradient_norm(z: torch.Tensor, y: torch.Tensor, params: list[torch.Tensor], reduction: str = "sum") -> float:
@@ -246,7 +235,7 @@ class UniversalityMeasure(BaseEstimator):
     True
     """
 
-    def __init__(self, n_random: int = 10, head: str = "linear", hidden: int = 64, restarts: int | None = None, tol: float = 1e-4,
+    def __init__(self, n_random: int = 10, head: str = "linear", hidden: int = HEAD_HIDDEN, restarts: int | None = None, tol: float = 1e-4,
                  max_iter: int = 1000, standardize: bool = False, random_state: int = 0):
         self.n_random = n_random
         self.head = head

@@ -7,7 +7,7 @@ import csv
 import io
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from scipy.stats import spearmanr
 from repeval import __version__
 from repeval.checkpoint import load_checkpoint
 from repeval.probes.embeddings import EmbeddingSet
-from repeval.probes.universality import UniversalityMeasure
+from repeval.probes.config import UniversalityConfig  # noqa: F401 - re-exported
 from repeval.storage import atomic_json, atomic_write
 
 CSV_FIELDS = ["checkpoint", "checkpoint_hash", "dataset", "task", "head", "n_random", "standardize",
@@ -26,27 +26,6 @@ CSV_FIELDS = ["checkpoint", "checkpoint_hash", "dataset", "task", "head", "n_ran
               "matched_accuracy_mean", "gap_mean", "gap_std", "universality", "universality_mean",
               "universality_std", "proxy_mean", "spearman_rho", "spearman_p", "test_optimal_loss", "test_gap_mean",
               "test_gap_std", "test_universality", "stored_dummy_gap_mean", "repeval_version"]
-
-
-@dataclass(frozen=True)
-class UniversalityConfig:
-    n_random: int = 10
-    head: str = "linear"
-    hidden: int = 64
-    restarts: int | None = None
-    tol: float = 1e-4
-    max_iter: int = 1000
-    standardize: bool = False
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        # Same checks as the estimator's fit, but before any embedding is extracted.
-        self.measure()._validate()
-
-    def measure(self) -> UniversalityMeasure:
-        return UniversalityMeasure(n_random=self.n_random, head=self.head, hidden=self.hidden, restarts=self.restarts,
-                                   tol=self.tol, max_iter=self.max_iter, standardize=self.standardize,
-                                   random_state=self.seed)
 
 
 def _checkpoint_heads(ckpt: dict | None, task: str) -> tuple[list, list | None]:

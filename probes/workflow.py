@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from repeval import __version__
+from repeval.probes.config import EXTRACT_BATCH, MAP_MAX_POINTS
 from repeval.probes.embeddings import EmbeddingSet, EncoderSource, extract
 from repeval.probes.plots import plot_probe_bars
 from repeval.probes.report import embedding_maps, summary_table, unique_names, write_probe_results
@@ -19,7 +20,7 @@ from repeval.probes.universality_report import (
 from repeval.probes.universality_report import provenance as universality_provenance
 
 
-def extract_all(sources: list[EncoderSource], device: str = "cpu", batch_size: int = 256,
+def extract_all(sources: list[EncoderSource], device: str = "cpu", batch_size: int = EXTRACT_BATCH,
                 use_cache: bool = True, progress: bool = False) -> list[EmbeddingSet]:
     """`extract` for several sources; duplicate names get a suffix so results stay apart.
 
@@ -43,10 +44,10 @@ def probe(
     config: ProbeConfig,
     out_dir: str | os.PathLike,
     maps: tuple[str, ...] = (),
-    max_points: int = 3000,
+    max_points: int = MAP_MAX_POINTS,
     universality: UniversalityConfig | None = None,
     device: str = "cpu",
-    batch_size: int = 256,
+    batch_size: int = EXTRACT_BATCH,
     use_cache: bool = True,
     progress: bool = False,
     console: Console | None = None,
@@ -54,7 +55,8 @@ def probe(
     """Probe every source; write probe.json/.csv, the bar chart, the requested 2-D maps and,
     with `universality`, universality.json/.csv.
 
-    >>> from repeval.probes.embeddings import source_from_checkpoint
+    >>> from repeval.probes.config import EXTRACT_BATCH, MAP_MAX_POINTS
+from repeval.probes.embeddings import source_from_checkpoint
     >>> results = probe([source_from_checkpoint("runs/demo/a/checkpoint.pt")],
     ...                 ProbeConfig(classifiers=("knn",)), "runs/probe-a")  # doctest: +SKIP
     """

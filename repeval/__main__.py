@@ -1,5 +1,5 @@
 """`python -m repeval`: the same command as `repeval`."""
 
-from repeval.cli import console
+from repeval.app.cli import console
 
 console()

@@ -12,33 +12,58 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from repeval.defaults import HEAD_HIDDEN
 from repeval.errors import CheckpointError, DataNotFoundError, InvalidChoiceError
 from repeval.tasks import TaskSpec
 
 
 def build_head(in_features: int, hidden: int, num_classes: int) -> nn.Sequential:
-    """The task predictor: two fully connected layers (the authors used hidden=64)."""
+    """The task predictor: two fully connected layers. The one builder of a head: task heads,
+    DGR's dummy heads and the universality measure's random heads are all drawn by it, so they
+    share PyTorch's default initialisation."""
     return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
 
+def head_params(head: nn.Module) -> list[torch.Tensor]:
+    """`[W1, b1, W2, b2]` of a `build_head` head (`[W, b]` of a linear one), detached."""
+    return [p.detach() for p in head.parameters()]
+
+
+def head_logits(z: torch.Tensor, params) -> torch.Tensor:
+    """Logits of a two-layer (`[W1, b1, W2, b2]`) or linear (`[W, b]`) head on `z` `[B, D]`: `[B, C]`.
+    Parameters stacked along a leading dimension d (DGR's dummy heads) give `[d, B, C]`.
+
+    >>> head = build_head(8, 4, 3)
+    >>> z = torch.randn(5, 8)
+    >>> torch.allclose(head_logits(z, head_params(head)), head(z))
+    True
+    >>> stacked = [torch.stack([p, p]) for p in head_params(head)]
+    >>> head_logits(z, stacked).shape
+    torch.Size([2, 5, 3])
+    """
+    if len(params) == 2:
+        w, b = params
+        return torch.matmul(z, w.transpose(-1, -2)) + b.unsqueeze(-2)
+    w1, b1, w2, b2 = params
+    h = F.relu(torch.matmul(z, w1.transpose(-1, -2)) + b1.unsqueeze(-2))
+    return torch.matmul(h, w2.transpose(-1, -2)) + b2.unsqueeze(-2)
+
+
 class DummyHeads(nn.Module):
-    """`count` frozen heads with `build_head`'s architecture and PyTorch's default init.
+    """`count` frozen heads drawn by `build_head` (PyTorch's default init).
 
     They are drawn from their own seed (the global RNG is untouched, so adding dummies changes
     nothing else in a run) and stored stacked as buffers: never parameters, so never in an
-    optimiser, never updated, always saved. Stacking runs all of a task's dummies as two
-    batched matmuls.
+    optimiser, never updated, always saved. Stacked, a task's dummies run as batched matmuls.
     """
 
     def __init__(self, in_features: int, hidden: int, num_classes: int, count: int, seed: int):
         super().__init__()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            heads = [build_head(in_features, hidden, num_classes) for _ in range(count)]
-        self.register_buffer("w1", torch.stack([h[0].weight.detach() for h in heads]))
-        self.register_buffer("b1", torch.stack([h[0].bias.detach() for h in heads]))
-        self.register_buffer("w2", torch.stack([h[2].weight.detach() for h in heads]))
-        self.register_buffer("b2", torch.stack([h[2].bias.detach() for h in heads]))
+            heads = [head_params(build_head(in_features, hidden, num_classes)) for _ in range(count)]
+        for name, values in zip(("w1", "b1", "w2", "b2"), zip(*heads)):
+            self.register_buffer(name, torch.stack(values))
 
     @property
     def count(self) -> int:
@@ -50,11 +75,7 @@ class DummyHeads(nn.Module):
     @staticmethod
     def apply(z: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Logits `[d, B, C]` of the stacked heads `params` on representations `z` `[B, D]`."""
-        w1, b1, w2, b2 = params
-        d, hidden, dim = w1.shape
-        h = (z @ w1.reshape(d * hidden, dim).t()).view(z.shape[0], d, hidden).transpose(0, 1)
-        h = F.relu(h + b1[:, None, :])
-        return torch.baddbmm(b2[:, None, :], h, w2.transpose(1, 2))
+        return head_logits(z, params)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.apply(z, self.params())
@@ -129,7 +150,7 @@ class MultiTaskModel(nn.Module):
         self,
         encoder: nn.Module,
         tasks: tuple[TaskSpec, ...],
-        hidden: int = 64,
+        hidden: int = HEAD_HIDDEN,
         dummies: int = 0,
         dummy_seed: int = 0,
     ):

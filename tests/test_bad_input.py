@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from repeval.cli import main
+from repeval.app.cli import main
 from repeval.datasets.utkface import parse_name
 from tests.fixtures import make_utkface_folder
 
@@ -143,7 +143,7 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(work, capsys, args, me
 
 
 def test_importing_the_cli_loads_no_heavy_library():
-    code = "import sys, repeval.cli; print(sorted(m for m in ('torch', 'timm', 'sklearn', 'matplotlib', 'scipy') if m in sys.modules))"
+    code = "import sys, repeval.app.cli; print(sorted(m for m in ('torch', 'timm', 'sklearn', 'matplotlib', 'scipy') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from repeval.cli import main
+from repeval.app.cli import main
 from repeval.training.methods import METHODS
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from repeval import datasets
-from repeval.cli import main
+from repeval.app.cli import main
 from repeval.errors import InvalidChoiceError, NonFiniteLossError
 from repeval.storage import folder_lock, observe_file_events
 from repeval.training import loop

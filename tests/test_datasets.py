@@ -160,3 +160,11 @@ def test_utkface_missing_folder_says_where_it_comes_from(tmp_path):
         datasets.build("utkface", data_dir=tmp_path / "empty")
     with pytest.raises(DataNotFoundError, match="--data-dir"):
         datasets.build("utkface")
+
+
+def test_dataset_registry_metadata_matches_the_builders():
+    from repeval.datasets import DATASETS, NEEDS_DATA_DIR, dataset_options
+
+    for name in DATASETS.names():
+        assert DATASETS.meta(name)["needs_data_dir"] == ("data_dir" in dataset_options(name)), name
+    assert NEEDS_DATA_DIR == {"utkface"}

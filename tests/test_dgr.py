@@ -9,7 +9,7 @@ from repeval.tasks import TaskSpec
 from repeval.training.dgr import (
     DEFAULT_LAMBDA, DGRConfig, DummyGradientRegularizer, dummy_gradient_penalty, dummy_losses,
 )
-from repeval.training.loop import Batch, training_step
+from repeval.training.step import Batch, training_step
 from repeval.training.methods import EqualWeighting
 from repeval.errors import InvalidChoiceError
 

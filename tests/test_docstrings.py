@@ -10,7 +10,8 @@ import pytest
 MODULES = [
     "repeval.registry", "repeval.errors", "repeval.datasets", "repeval.datasets.multidigits",
     "repeval.probes.embeddings", "repeval.probes.suite", "repeval.probes.universality", "repeval.metrics",
-    "repeval.training.config", "repeval.training.dgr",
+    "repeval.training.config", "repeval.training.dgr", "repeval.validation", "repeval.probes.config",
+    "repeval.models",
 ]  # modules whose examples need trained runs mark them +SKIP and are not listed
 
 

@@ -10,7 +10,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from repeval.cli import main
+from repeval.app.cli import main
 from repeval.errors import InvalidChoiceError
 from repeval.probes import embeddings as emb_mod
 from repeval.probes.embeddings import EmbeddingSet, extract, source_from_checkpoint, source_from_timm

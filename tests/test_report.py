@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from repeval.cli import main
+from repeval.app.cli import main
 from repeval.errors import DataNotFoundError, InvalidChoiceError
 from repeval.training import run as run_files
 from repeval.training.config import TrainConfig

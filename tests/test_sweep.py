@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from repeval.cli import main
+from repeval.app.cli import main
 from repeval.errors import InvalidChoiceError, RepevalError
 from repeval.training import run as run_files
 from repeval.training.sweep import expand, read_sweep_file, run_sweep

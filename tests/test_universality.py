@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from repeval.cli import main
+from repeval.app.cli import main
 from repeval.errors import InvalidChoiceError
 from repeval.probes.universality import (
     UniversalityMeasure, best_permutation, brute_force_permutation, evaluate_head, gradient_norm, head_logits,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from repeval import datasets
+from repeval.defaults import HEAD_HIDDEN
 from repeval.errors import InvalidChoiceError, check_choice, check_number, check_seed
 from repeval.validation import from_mapping
 
@@ -87,7 +88,7 @@ class TrainConfig:
     dataset_args: dict = field(default_factory=dict)
     backbone: str | None = None
     pretrained_file: str | None = None
-    hidden: int = 64
+    hidden: int = HEAD_HIDDEN
     method: str = "ew"
     method_args: dict = field(default_factory=dict)
     dgr: DGRConfig | None = None

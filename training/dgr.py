@@ -27,7 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from repeval.models import DummyHeads
-from repeval.training.config import DEFAULT_LAMBDA, ESTIMATORS, ORDERS, PENALTIES, DGRConfig  # noqa: F401 - re-exported
+from repeval.training.config import DEFAULT_LAMBDA, ESTIMATORS, ORDERS, PENALTIES, DGRConfig
+
+__all__ = ["DGRConfig", "DEFAULT_LAMBDA", "ESTIMATORS", "ORDERS", "PENALTIES", "DummyGradientRegularizer",
+           "dummy_losses", "dummy_gradient_penalty", "with_gradient"]
 
 # DGRConfig and its choices live in the torch-free config module (the CLI reads them).
 _TINY = 1e-30  # keeps sqrt differentiable where a dummy's gradient vanishes
@@ -95,6 +98,16 @@ class DummyGradientRegularizer:
                 grads[k], penalties[k] = estimate(zd, self.dummy_heads[k], targets[k])
         grad = grads if self.config.order == "before" else grads.sum(dim=0)
         return (self.config.strength * grad).to(z.dtype), penalties
+
+    def join(self, losses: torch.Tensor, z: torch.Tensor, targets: list[torch.Tensor]):
+        """DGR's order, decided here and nowhere else. Returns `(losses, z_grad, penalties)`:
+        "after" leaves the task losses alone and returns the summed gradient at z, which the step
+        adds once the method has combined the task gradients; "before" adds to each task loss a
+        zero-valued term carrying that task's gradient (`with_gradient`), and returns no z_grad."""
+        z_grad, penalties = self(z, targets)
+        if self.config.order == "before":
+            return losses + with_gradient(z, z_grad), None, penalties
+        return losses, z_grad, penalties
 
     def _exact(self, zd, heads, y):
         penalty = dummy_gradient_penalty(zd, y, heads.params(), self.config.penalty)

@@ -1,4 +1,5 @@
-"""The training loop: short, top to bottom. Methods and DGR hook in as objects."""
+"""The training loop: short, top to bottom. Methods and DGR hook in as objects; the step itself
+is `repeval.training.step`, the run folder's files `repeval.training.run`."""
 
 from __future__ import annotations
 
@@ -6,11 +7,9 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -22,45 +21,14 @@ from repeval.models import MultiTaskModel, build_encoder
 from repeval.storage import check_output_dir, folder_lock
 from repeval.training import run as run_files
 from repeval.training.config import TrainConfig
-from repeval.training.dgr import DummyGradientRegularizer, with_gradient
+from repeval.training.dgr import DummyGradientRegularizer
 from repeval.training.distributed import epoch_sampler, is_main_process
 from repeval.training.methods import Method, ParamGroups, create_method
-from repeval.training.methods.base import Pass, StepContext
+from repeval.training.step import Batch, autocast, param_groups, resolve_device, to_device, training_step
+
+__all__ = ["train", "evaluate", "build_training", "Training", "Batch", "training_step", "resolve_device"]
 
 log = logging.getLogger("repeval")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InvalidChoiceError("--device cuda was asked for but no CUDA device is available; use auto or cpu")
-    return torch.device(name)
-
-
-@dataclass
-class Batch:
-    """A batch on the device: normalised float images and one label vector per task."""
-
-    x: torch.Tensor
-    ys: list[torch.Tensor]
-
-
-def to_device(images: torch.Tensor, labels: torch.Tensor, normalize: InputNormalizer, device: torch.device) -> Batch:
-    # uint8 crosses the bus (pinned, non-blocking) and is normalised on the device.
-    images = images.to(device, non_blocking=True)
-    labels = labels.to(device, non_blocking=True)
-    x = normalize(images)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
-    return Batch(x, list(labels.unbind(dim=1)))
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA only; CPU runs in float32."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def build_model(config: TrainConfig, bundle: DatasetBundle) -> MultiTaskModel:
@@ -84,52 +52,6 @@ def model_config(config: TrainConfig, bundle: DatasetBundle, model: MultiTaskMod
         dummy_seed=config.dgr.dummy_seed if config.dgr else 0,
         pretrained_file=config.pretrained_file,
     )
-
-
-def param_groups(model: MultiTaskModel) -> ParamGroups:
-    return ParamGroups(list(model.encoder.parameters()), [list(model.heads[t.name].parameters()) for t in model.tasks])
-
-
-def forward_pass(model: MultiTaskModel, regularizer: DummyGradientRegularizer | None, batch: Batch) -> Pass:
-    """The training forward: task losses, z, and DGR's gradient at z (after the combination by
-    default; with `order="before"` it enters each task's loss instead, see `dgr.with_gradient`)."""
-    with autocast(batch.x.device):
-        z = model.encode(batch.x)
-        logits = model.predict(z)
-    losses = torch.stack([F.cross_entropy(lg.float(), y) for lg, y in zip(logits, batch.ys)])
-    if regularizer is None:
-        return Pass(losses, z, None, None)
-    z_grad, penalties = regularizer(z, batch.ys)
-    if regularizer.config.order == "before":
-        return Pass(losses + with_gradient(z, z_grad), z, None, penalties)
-    return Pass(losses, z, z_grad, penalties)
-
-
-def functional_task_losses(model: MultiTaskModel, batch: Batch, params: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Task losses [K] of the model run with `params` in place of its own parameters."""
-    with autocast(batch.x.device):
-        logits = torch.func.functional_call(model, params, (batch.x,))
-    return torch.stack([F.cross_entropy(lg.float(), y) for lg, y in zip(logits, batch.ys)])
-
-
-def training_step(
-    model: MultiTaskModel,
-    batch: Batch,
-    method: Method,
-    regularizer: DummyGradientRegularizer | None,
-    optimizer: torch.optim.Optimizer,
-    params: ParamGroups | None = None,
-    meta_batch: Batch | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One optimisation step. Returns the detached task losses and DGR penalties (no sync).
-    `params` (from `param_groups(model)`) can be built once per run and passed in."""
-    ctx = StepContext(
-        model=model, batch=batch, forward=partial(forward_pass, model, regularizer),
-        task_losses=partial(functional_task_losses, model), optimizer=optimizer,
-        params=params or param_groups(model), meta_batch=meta_batch,
-    )
-    out = method.step(ctx)
-    return out.losses.detach(), out.penalties
 
 
 @torch.inference_mode()
@@ -161,6 +83,8 @@ class Training:
     regularizer: DummyGradientRegularizer | None
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    normalize: InputNormalizer  # built once per run: no host copy of mean/std in the step
+    params: ParamGroups  # built once per run
 
     @property
     def task_names(self) -> list[str]:
@@ -186,7 +110,8 @@ def build_training(config: TrainConfig) -> Training:
     )
     optimizer = torch.optim.Adam([*model.parameters(), *method.parameters()], lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step or 10**9, gamma=config.lr_gamma)
-    return Training(config, device, bundle, model, method, regularizer, optimizer, scheduler)
+    return Training(config, device, bundle, model, method, regularizer, optimizer, scheduler,
+                    InputNormalizer(bundle.input, device), param_groups(model))
 
 
 def check_splits(bundle: DatasetBundle) -> None:
@@ -288,8 +213,7 @@ def train_one_epoch(training: Training, epoch: int, run_dir: Path) -> tuple[torc
     """One pass over the training set: mean task losses and DGR penalties, steps and samples seen."""
     config, bundle, device = training.config, training.bundle, training.device
     pin = device.type == "cuda"
-    normalize = InputNormalizer(bundle.input, device)
-    params = param_groups(training.model)
+    normalize = training.normalize
     loader = train_loader(bundle, config, epoch, config.seed, pin)
     # Auto-lambda's meta batches: the training set again, in an independent order (as the
     # authors' code does), seeded per epoch so --resume replays them.
@@ -304,7 +228,7 @@ def train_one_epoch(training: Training, epoch: int, run_dir: Path) -> tuple[torc
         batch = to_device(images, labels, normalize, device)
         meta_batch = to_device(*next(meta_batches), normalize, device) if meta_batches else None
         losses, penalties = training_step(training.model, batch, training.method, training.regularizer,
-                                          training.optimizer, params, meta_batch)
+                                          training.optimizer, training.params, meta_batch)
         loss_sum += losses * len(images)
         finite = torch.isfinite(losses).all()
         if penalties is not None:

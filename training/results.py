@@ -192,9 +192,9 @@ def render_csv(rows: list[Row], tasks: list[str]) -> str:
 def plot_delta_bars(rows: list[Row], out_stem: str | Path) -> dict[str, dict[str, float]]:
     """Figure 2: for each method, Delta_MTL alone (grey) and with SAM, PTA or DGR (its best
     lambda when several). Rows that combine two of them (e.g. SAM + DGR) stay in the table only."""
-    import matplotlib.pyplot as plt
+    from repeval.figures import pyplot, save_figure
 
-    from repeval.probes.plots import save_figure
+    plt = pyplot()
 
     bars: dict[str, dict[str, float]] = {}
     for row in rows:

@@ -17,14 +17,13 @@ from repeval.registry import Registry
 
 if TYPE_CHECKING:
     from repeval.datasets.base import DatasetBundle
-    from repeval.tasks import TaskSpec
 
 DATASETS: Registry[Callable[..., DatasetBundle]] = Registry("dataset")
-DATASETS.register_lazy("multidigits", "repeval.datasets.multidigits:build_multidigits")
-DATASETS.register_lazy("utkface", "repeval.datasets.utkface:build_utkface")
+DATASETS.register_lazy("multidigits", "repeval.datasets.multidigits:build_multidigits", needs_data_dir=False)
+DATASETS.register_lazy("utkface", "repeval.datasets.utkface:build_utkface", needs_data_dir=True)
 
 # Datasets that read a folder take `data_dir`; the embedded ones take none.
-NEEDS_DATA_DIR = {"utkface"}
+NEEDS_DATA_DIR = {name for name in DATASETS.names() if DATASETS.meta(name)["needs_data_dir"]}
 
 _BASE_NAMES = ("ArrayDataset", "DatasetBundle", "InputSpec", "collate_batch", "normalize_batch", "InputNormalizer")
 

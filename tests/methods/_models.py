@@ -25,7 +25,7 @@ def attached_method(name: str, model: MultiTaskModel, **options):
 
 
 def batches(n: int, seed: int = 1, size: int = 8):
-    from repeval.training.loop import Batch
+    from repeval.training.step import Batch
 
     g = torch.Generator().manual_seed(seed)
     return [

@@ -9,10 +9,13 @@ import importlib
 import inspect
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from repeval.errors import InvalidChoiceError
 from repeval.registry import Registry
+
+if TYPE_CHECKING:
+    from repeval.training.methods.base import Method
 
 METHODS: Registry[Callable[..., Any]] = Registry("method")
 # name -> (module, class, takes --rep-grad). Lazy, so the CLI lists them without importing torch.

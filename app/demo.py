@@ -12,16 +12,16 @@ from dataclasses import replace
 from pathlib import Path
 
 from repeval import __version__
-from repeval.console import console as make_console
-from repeval.demo_report import write_report
+from repeval.app.console import console as make_console
+from repeval.app.demo_report import write_report
 from repeval.probes.embeddings import source_from_checkpoint
-from repeval.probes.plots import plot_training_curves
 from repeval.probes.report import mean_std, summary_table
 from repeval.probes.suite import ProbeConfig
 from repeval.probes.universality_report import UniversalityConfig, universality_table
 from repeval.probes.workflow import probe
 from repeval.storage import atomic_json
 from repeval.training.config import TrainConfig
+from repeval.training.curves import plot_training_curves
 from repeval.training.dgr import DGRConfig
 from repeval.training.loop import train
 from repeval.training.run import read_metrics

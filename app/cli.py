@@ -16,17 +16,17 @@ from typer.exceptions import TyperException
 # Only torch-free modules at import time: `repeval --help` and option errors answer at once.
 # Each command imports what it runs (torch, timm, scikit-learn, matplotlib) inside its body.
 from repeval import __version__
-from repeval.console import progress_default
+from repeval.app.console import progress_default
 from repeval.datasets import DATASETS, NEEDS_DATA_DIR
 from repeval.errors import (
     InvalidChoiceError, NonFiniteLossError, RepevalError, TrainingInterrupted, check_choice, check_number,
 )
 from repeval.metrics import DELTA_VARIANTS
 from repeval.probes.config import HEADS as UNIVERSALITY_HEADS
-from repeval.probes.config import MAP_METHODS
+from repeval.probes.config import EXTRACT_BATCH, MAP_MAX_POINTS, MAP_METHODS, ProbeConfig, UniversalityConfig
 from repeval.probes.registry import PROBES, parse_classifiers
 from repeval.storage import check_output_dir
-from repeval.training.config import DEVICES, ESTIMATORS, ORDERS, PENALTIES
+from repeval.training.config import DEVICES, ESTIMATORS, ORDERS, PENALTIES, DGRConfig, TrainConfig
 from repeval.training.methods import METHODS, rep_grad_methods
 from repeval.training.reproduce import PROTOCOLS
 from repeval.validation import parse_seeds
@@ -37,6 +37,10 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="Train multi-task encoders with and without DGR, and measure their shared representations.",
 )
+
+
+# Option defaults are the configs' own (a default lives in one place).
+_T, _D, _P, _U = TrainConfig, DGRConfig, ProbeConfig, UniversalityConfig
 
 
 @contextlib.contextmanager
@@ -84,35 +88,33 @@ def train(
     split_seed: int = typer.Option(0, help="Seed of the train/test split (kept apart from --seed)."),
     backbone: Optional[str] = typer.Option(None, help="Any timm model name; default per dataset."),
     pretrained_file: Optional[Path] = typer.Option(None, help="Local weights file for the backbone."),
-    hidden: int = typer.Option(64, help="Hidden width of each two-layer task head."),
-    method: str = typer.Option("ew", help=f"Multi-task method, {_one_of(METHODS.names())}."),
+    hidden: int = typer.Option(_T.hidden, help="Hidden width of each two-layer task head."),
+    method: str = typer.Option(_T.method, help=f"Multi-task method, {_one_of(METHODS.names())}."),
     method_option: list[str] = typer.Option([], help="Method option KEY=VALUE, repeatable (e.g. rho=0.1 for sam)."),
     task: Optional[str] = typer.Option(None, help="The task a --method single run trains."),
     rep_grad: bool = typer.Option(False, "--rep-grad", help=f"Task gradients at the shared representation ({', '.join(rep_grad_methods())})."),
     dgr: bool = typer.Option(False, "--dgr/--no-dgr", help="Add Dummy Gradient norm Regularization."),
     dgr_lambda: Optional[float] = typer.Option(None, help="DGR strength; default per penalty (see README)."),
-    dgr_penalty: str = typer.Option("norm", help=f"{_one_of(PENALTIES)} (norm: paper eq. 5; squared: authors' code)."),
-    dgr_estimator: str = typer.Option("exact", help=f"{_one_of(ESTIMATORS)} (exact: double backward; finite-diff: +-eps)."),
-    dgr_dummies: int = typer.Option(3, help="Dummy heads per task."),
-    dgr_eps: float = typer.Option(1e-3, help="Finite-difference step (parameter-space norm)."),
-    dgr_seed: int = typer.Option(0, help="Seed of the dummy heads."),
-    dgr_order: str = typer.Option("after", help=f"{_one_of(ORDERS)}: DGR's gradient added after the method combines task gradients (authors' code), or inside each task's loss."),
+    dgr_penalty: str = typer.Option(_D.penalty, help=f"{_one_of(PENALTIES)} (norm: paper eq. 5; squared: authors' code)."),
+    dgr_estimator: str = typer.Option(_D.estimator, help=f"{_one_of(ESTIMATORS)} (exact: double backward; finite-diff: +-eps)."),
+    dgr_dummies: int = typer.Option(_D.dummies, help="Dummy heads per task."),
+    dgr_eps: float = typer.Option(_D.eps, help="Finite-difference step (parameter-space norm)."),
+    dgr_seed: int = typer.Option(_D.dummy_seed, help="Seed of the dummy heads."),
+    dgr_order: str = typer.Option(_D.order, help=f"{_one_of(ORDERS)}: DGR's gradient added after the method combines task gradients (authors' code), or inside each task's loss."),
     lr: Optional[float] = typer.Option(None, help="Adam learning rate; default per dataset."),
-    weight_decay: float = typer.Option(0.0),
+    weight_decay: float = typer.Option(_T.weight_decay),
     epochs: Optional[int] = typer.Option(None, help="Default per dataset."),
-    batch_size: int = typer.Option(64),
+    batch_size: int = typer.Option(_T.batch_size),
     lr_step: Optional[int] = typer.Option(None, help="StepLR period in epochs (0: never); default a third of the epochs."),
-    lr_gamma: float = typer.Option(0.5),
-    seed: int = typer.Option(0, help="Training seed (initialisation, shuffling)."),
-    device: str = typer.Option("auto", help=_one_of(DEVICES)),
-    num_workers: int = typer.Option(0, help="DataLoader worker processes."),
-    out: Path = typer.Option(Path("runs"), help="Folder that receives the run folder."),
+    lr_gamma: float = typer.Option(_T.lr_gamma),
+    seed: int = typer.Option(_T.seed, help="Training seed (initialisation, shuffling)."),
+    device: str = typer.Option(_T.device, help=_one_of(DEVICES)),
+    num_workers: int = typer.Option(_T.num_workers, help="DataLoader worker processes."),
+    out: Path = typer.Option(Path(_T.out_dir), help="Folder that receives the run folder."),
     resume: Optional[Path] = typer.Option(None, help="Continue this run folder from its last finished epoch."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Default: on a terminal only."),
 ) -> None:
     """Train a multi-task encoder (vanilla, or with --dgr)."""
-    from repeval.training.config import DGRConfig, TrainConfig
-
     if resume is not None:  # the run's stored config wins; a larger --epochs extends it
         config = TrainConfig(epochs=epochs)
         from repeval.training.loop import train as run_training
@@ -155,35 +157,32 @@ def probe(
     checkpoints: list[Path] = typer.Argument(None, help="repeval checkpoint files (checkpoint.pt) or run folders."),
     classifiers: str = typer.Option("dt,svm,knn", help=f"Comma list, {_one_of(PROBES.names())}."),
     seeds: str = typer.Option("0", help="Comma list of seeds; several give mean ± std."),
-    tune: bool = typer.Option(False, "--tune/--no-tune", help="Choose hyperparameters by CV on the training split."),
-    jobs: int = typer.Option(1, help="Parallel probe fits (-1: all cores)."),
+    tune: bool = typer.Option(_P.tune, "--tune/--no-tune", help="Choose hyperparameters by CV on the training split."),
+    jobs: int = typer.Option(_P.jobs, help="Parallel probe fits (-1: all cores)."),
     tsne: bool = typer.Option(False, "--tsne/--no-tsne", help="Also draw t-SNE maps (Figure 3b layout)."),
     umap: bool = typer.Option(False, "--umap/--no-umap", help="Also draw UMAP maps."),
-    max_points: int = typer.Option(3000, help="Test samples shown in the maps."),
+    max_points: int = typer.Option(MAP_MAX_POINTS, help="Test samples shown in the maps."),
     timm: TimmName = None,
     pretrained_file: TimmWeights = None,
     dataset: TimmDataset = None,
     data_dir: DataDirOverride = None,
     data_option: DataOptions = [],  # noqa: B006 - typer reads the default, never mutates it
     device: Device = "auto",
-    batch_size: int = typer.Option(256, help="Extraction batch size."),
+    batch_size: int = typer.Option(EXTRACT_BATCH, help="Extraction batch size."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Re-use cached embeddings."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default runs/probe-<time>)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Default: on a terminal only."),
     universality: bool = typer.Option(False, "--universality/--no-universality", help="Also measure universality."),
-    head: str = typer.Option("linear", help=f"Universality head family, {_one_of(UNIVERSALITY_HEADS)}."),
-    n_random: int = typer.Option(10, help="Random heads per task for --universality."),
+    head: str = typer.Option(_U.head, help=f"Universality head family, {_one_of(UNIVERSALITY_HEADS)}."),
+    n_random: int = typer.Option(_U.n_random, help="Random heads per task for --universality."),
     standardize: bool = typer.Option(False, "--standardize/--no-standardize", help="Standardise embeddings first."),
 ) -> None:
     """Freeze encoders, fit probes on their embeddings, write probe.json/.csv and plots."""
-    from repeval.probes.config import ProbeConfig
-
     config = ProbeConfig(classifiers=parse_classifiers(classifiers), seeds=parse_seeds(seeds), tune=tune, jobs=jobs)
     check_number("repeval probe", "max_points", max_points, kind=int, low=10)
     check_number("repeval probe", "batch_size", batch_size, kind=int, low=1)
     out = out or Path("runs") / f"probe-{time.strftime('%Y%m%d-%H%M%S')}"
     check_output_dir(out)
-    from repeval.probes.universality_report import UniversalityConfig
     from repeval.probes.workflow import probe as run_probe_workflow
     from repeval.training.loop import resolve_device
 
@@ -200,11 +199,11 @@ def probe(
 @app.command("universality")
 def universality_command(
     checkpoints: list[Path] = typer.Argument(None, help="repeval checkpoints or run folders."),
-    head: str = typer.Option("linear", help=f"{_one_of(UNIVERSALITY_HEADS)} (linear: convex, Theorem 1's setting)."),
-    n_random: int = typer.Option(10, help="Random heads per task."),
-    hidden: int = typer.Option(64, help="Hidden width of MLP heads."),
+    head: str = typer.Option(_U.head, help=f"{_one_of(UNIVERSALITY_HEADS)} (linear: convex, Theorem 1's setting)."),
+    n_random: int = typer.Option(_U.n_random, help="Random heads per task."),
+    hidden: int = typer.Option(_U.hidden, help="Hidden width of MLP heads."),
     restarts: Optional[int] = typer.Option(None, help="L-BFGS restarts (default 1 linear, 3 mlp)."),
-    tol: float = typer.Option(1e-4, help="Gradient-norm tolerance of the optimal head."),
+    tol: float = typer.Option(_U.tol, help="Gradient-norm tolerance of the optimal head."),
     standardize: bool = typer.Option(False, "--standardize/--no-standardize", help="Standardise embeddings first."),
     seed: int = typer.Option(0),
     timm: TimmName = None,
@@ -218,7 +217,6 @@ def universality_command(
     """Universality (paper Definition 2) and the gradient-norm proxy (Theorem 1) per task."""
     out = out or Path("runs") / f"universality-{time.strftime('%Y%m%d-%H%M%S')}"
     check_output_dir(out)
-    from repeval.probes.universality_report import UniversalityConfig
     from repeval.probes.workflow import extract_all, universality_of
     from repeval.training.loop import resolve_device
 
@@ -234,7 +232,7 @@ def universality_command(
 def tsne(
     checkpoints: list[Path] = typer.Argument(..., help="Checkpoints to map side by side."),
     method: str = typer.Option("tsne", help=f"{_one_of(MAP_METHODS)}."),
-    max_points: int = typer.Option(3000, help="Test samples shown."),
+    max_points: int = typer.Option(MAP_MAX_POINTS, help="Test samples shown."),
     seed: int = typer.Option(0),
     data_dir: DataDirOverride = None,
     device: Device = "auto",
@@ -285,7 +283,7 @@ def demo(
     if epochs is not None:
         check_number("repeval demo", "epochs", epochs, kind=int, low=1)
     check_output_dir(out)
-    from repeval.demo import run_demo
+    from repeval.app.demo import run_demo
 
     with _saying_where_training_stopped():
         run_demo(out, epochs=epochs, progress=progress_default() if progress is None else progress)
@@ -385,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def make_console():
-    from repeval.console import console
+    from repeval.app.console import console
 
     return console()
 

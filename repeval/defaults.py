@@ -1,0 +1,4 @@
+"""Defaults shared by several layers, each in one place. Configs, models, the CLI and notebooks read
+them from here (or from the config dataclass that holds them), never repeat them."""
+
+HEAD_HIDDEN = 64  # hidden width of every two-layer head (task, dummy, universality); the authors' value
