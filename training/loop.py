@@ -145,8 +145,7 @@ def train(config: TrainConfig, resume_dir: str | Path | None = None, run_dir: st
     training = build_training(config)
     if not is_main_process():
         return _train_epochs(training, Path(run_dir or config.out_dir), 0)
-    run_dir = run_files.new_run_dir(config) if run_dir is None else Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = run_files.new_run_dir(config) if run_dir is None else run_files.empty_run_dir(Path(run_dir))
     with folder_lock(run_dir, "run folder"):
         run_files.empty_run_dir(run_dir)
         run_files.write_config(run_dir, config, training.bundle.report)
