@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from repeval.errors import check_number
-from repeval.training.methods.gradient import GradientMethod
+from repeval.training.methods.gradient import GradientMethod, combine_rows, gram_of_rows
 
 
 def project_to_simplex(v: torch.Tensor) -> torch.Tensor:
@@ -51,7 +51,7 @@ def cagrad_weights(gram: torch.Tensor, c: float = 0.4, iters: int = 200) -> torc
 
 def cagrad_direction(grads: torch.Tensor, c: float = 0.4) -> torch.Tensor:
     """d before the 1/(1+c^2) rescale, on the mean scale."""
-    return cagrad_weights((grads @ grads.T).double(), c).to(grads.dtype) @ grads
+    return combine_rows(cagrad_weights(gram_of_rows(grads), c), grads)
 
 
 class CAGrad(GradientMethod):

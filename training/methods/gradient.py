@@ -1,14 +1,20 @@
 """Gradient methods: combine the K per-task gradients of the shared parameters into one update.
 
 Per step: the K task gradients at z come from the heads alone; each is pushed through the
-encoder once (K vector-Jacobian products of the same z, no forward re-run), giving the rows of
-G [K, P]. Every method here combines the rows linearly, with weights that depend on G only
-through its K x K Gram matrix, so a method implements `weights(G G^T)` (float64, K numbers, on
-the *sum* scale, the convention of every method in repeval) and the update w^T G is formed
-once in the gradients' own dtype: no P-length work beyond one Gram product and one combination.
-The update replaces the encoder's gradient. Each head gets its own task's
-gradient. DGR's gradient at z is pushed through the encoder *after* the combination (as in
-the authors' code): it is not projected or reweighted.
+encoder once (K vector-Jacobian products of the same z, no forward re-run). Every method here
+combines them linearly, with weights that depend on them only through their K x K Gram matrix,
+so a method implements `weights(gram)` (float64, K numbers, on the *sum* scale, the convention
+of every method in repeval).
+
+The one shared path (`task_gradients`, `gram_matrix`, `combine_`) keeps each task's gradient as
+the per-parameter tensors autograd returns: no flattening, no K x P matrix, no clone. The Gram
+is accumulated in float64 from dot products of chunks of each parameter (a float32 product over
+all P terms loses about 1e-3 of a squared norm on ResNet-50), and the update is formed in place, with
+`torch._foreach_*`, in the first task's tensors, which then become `.grad`. Beyond the K VJPs'
+own outputs, no P-length memory is touched or allocated. The update replaces the encoder's
+gradient; each head gets its own task's gradient. DGR's gradient at z is pushed through the
+encoder *after* the combination (as in the authors' code) and accumulates into `.grad` in
+place: it is not projected or reweighted.
 
 With `rep_grad=True` (methods with `supports_rep_grad`: MGDA-UB and IMTL, whose papers do
 this) the task gradients are taken at the shared representation z instead: the weights come
@@ -23,6 +29,61 @@ import torch
 from repeval.training.methods.base import Method, ParamGroups
 
 
+TaskGradients = list[list[torch.Tensor]]  # [task][parameter], autograd's own tensors
+
+
+def task_gradients(z: torch.Tensor, z_task_grads: list[torch.Tensor], shared: list[torch.Tensor],
+                   keep_graph: bool = False) -> TaskGradients:
+    """Each task's gradient of the shared parameters: one VJP of z per task, as the
+    per-parameter tensors autograd returns (a parameter z does not depend on gets zeros).
+    The graph is freed after the last VJP unless `keep_graph`."""
+    out = []
+    for k, g_z in enumerate(z_task_grads):
+        retain = keep_graph or k < len(z_task_grads) - 1
+        grads = torch.autograd.grad(z, shared, grad_outputs=g_z, retain_graph=retain, allow_unused=True)
+        out.append([g if g is not None else torch.zeros_like(p) for g, p in zip(grads, shared)])
+    return out
+
+
+# Elements per float32 dot product. BLAS accumulates a dot in float32 lanes: over one 2.4 M
+# element tensor a squared norm is off by ~1e-5 relative, over 64 Ki elements by ~5e-8, at
+# the same speed (measured); the partial dots are summed in float64.
+DOT_CHUNK = 1 << 16
+
+
+def gram_matrix(task_grads: TaskGradients) -> torch.Tensor:
+    """G G^T [K, K] in float64, from dot products of 64 Ki-element chunks of each parameter's
+    gradients, summed in float64. Reads each pair of gradients once; allocates nothing P-long."""
+    k = len(task_grads)
+    gram = torch.empty(k, k, dtype=torch.float64, device=task_grads[0][0].device)
+    for i in range(k):
+        for j in range(i, k):
+            dots = [torch.dot(u, v) for a, b in zip(task_grads[i], task_grads[j])
+                    for u, v in zip(a.reshape(-1).split(DOT_CHUNK), b.reshape(-1).split(DOT_CHUNK))]
+            gram[i, j] = gram[j, i] = torch.stack(dots).double().sum()
+    return gram
+
+
+def combine_(weights: torch.Tensor, task_grads: TaskGradients) -> list[torch.Tensor]:
+    """sum_k w_k g_k, formed in place in task 0's tensors (which are returned, and consumed)."""
+    w = weights.tolist()  # K numbers; the solvers that made them already ran on the host
+    out = task_grads[0]
+    torch._foreach_mul_(out, w[0])
+    for k in range(1, len(task_grads)):
+        torch._foreach_add_(out, task_grads[k], alpha=w[k])
+    return out
+
+
+def combine_rows(weights: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """The shared path on a [K, P] matrix (tests, reference functions): sum_k w_k grads[k]."""
+    rows = [[row.clone()] for row in grads]
+    return combine_(weights, rows)[0]
+
+
+def gram_of_rows(grads: torch.Tensor) -> torch.Tensor:
+    return gram_matrix([[row] for row in grads])
+
+
 class GradientMethod(Method):
     def __init__(self, num_tasks: int, rep_grad: bool = False):
         super().__init__(num_tasks)
@@ -33,9 +94,8 @@ class GradientMethod(Method):
         raise NotImplementedError
 
     def aggregate(self, grads: torch.Tensor) -> torch.Tensor:
-        """Rows = task gradients [K, P] -> update [P] on the sum scale."""
-        gram = (grads @ grads.T).double()
-        return self.weights(gram).to(grads.dtype) @ grads
+        """Rows = task gradients [K, P] -> update [P] on the sum scale (the step's path, on a matrix)."""
+        return combine_rows(self.weights(gram_of_rows(grads)), grads)
 
     def task_losses(self, losses: torch.Tensor) -> torch.Tensor:
         """Losses whose gradients are combined (IMTL-L rescales them first)."""
@@ -53,15 +113,9 @@ class GradientMethod(Method):
             combined = torch.tensordot(w, stacked, dims=1)
             torch.autograd.backward(z, combined if z_grad is None else combined + z_grad)
             return
-        rows = []
-        for g_z in z_task_grads:
-            grads = torch.autograd.grad(z, params.shared, grad_outputs=g_z, retain_graph=True, allow_unused=True)
-            rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
-                                   for g, p in zip(grads, params.shared)]))
-        update = self.aggregate(torch.stack(rows))
-        offset = 0
-        for p in params.shared:
-            p.grad = update[offset : offset + p.numel()].view_as(p).to(p.dtype).clone()
-            offset += p.numel()
+        task_grads = task_gradients(z, z_task_grads, params.shared, keep_graph=z_grad is not None)
+        update = combine_(self.weights(gram_matrix(task_grads)), task_grads)
+        for p, g in zip(params.shared, update):
+            p.grad = g if g.dtype == p.dtype else g.to(p.dtype)
         if z_grad is not None:
-            torch.autograd.backward(z, z_grad)
+            torch.autograd.backward(z, z_grad)  # accumulates into .grad in place

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from repeval.training.methods.gradient import GradientMethod
+from repeval.training.methods.gradient import GradientMethod, combine_rows, gram_of_rows
 
 
 def pcgrad_weights(gram: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -23,7 +23,8 @@ def pcgrad_weights(gram: torch.Tensor, generator: torch.Generator) -> torch.Tens
 
 
 def pcgrad(grads: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    return pcgrad_weights((grads @ grads.T).double(), generator).to(grads.dtype) @ grads
+    """PCGrad's update of the rows of `grads` [K, P], through the shared gradient path."""
+    return combine_rows(pcgrad_weights(gram_of_rows(grads), generator), grads)
 
 
 class PCGrad(GradientMethod):
