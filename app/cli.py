@@ -353,6 +353,29 @@ def report(
     typer.echo(f"report: {where}")
 
 
+@app.command("compare")
+def compare_command(
+    group_a: list[Path] = typer.Option(..., "--a", help="Runs (or folders of runs) of configuration A, one per seed."),
+    group_b: list[Path] = typer.Option(..., "--b", help="Runs of configuration B, with A's seeds."),
+    out: Optional[Path] = typer.Option(None, help="Folder for compare.json and compare.md."),
+) -> None:
+    """Paired comparison of two configurations over shared training seeds: B − A per task, its 95 %
+    interval, and a verdict ("better", "worse" or "no detectable difference at n = ...")."""
+    if out is not None:
+        check_output_dir(out)
+    from repeval.training.results import compare
+
+    comparisons, table = compare(group_a, group_b)
+    typer.echo(table)
+    if out is not None:
+        from repeval.storage import atomic_json, atomic_write
+
+        atomic_json({"repeval_version": __version__, "a": [str(p) for p in group_a], "b": [str(p) for p in group_b],
+                     "comparisons": comparisons}, out / "compare.json")
+        atomic_write(out / "compare.md", lambda f: f.write(table.encode()))
+        typer.echo(f"compare: {out}")
+
+
 @app.command()
 def version() -> None:
     """Print the package version."""

@@ -11,7 +11,7 @@ MODULES = [
     "repeval.registry", "repeval.errors", "repeval.datasets", "repeval.datasets.multidigits",
     "repeval.probes.embeddings", "repeval.probes.suite", "repeval.probes.universality", "repeval.metrics",
     "repeval.training.config", "repeval.training.dgr", "repeval.validation", "repeval.probes.config",
-    "repeval.models",
+    "repeval.models", "repeval.stats",
 ]  # modules whose examples need trained runs mark them +SKIP and are not listed
 
 

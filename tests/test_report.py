@@ -47,7 +47,10 @@ def test_rows_average_seeds_and_delta_uses_the_single_task_runs(runs):
     labels = [r.label for r in rows]
     assert labels == ["single", "ew", "ew + DGR (λ=0.1)", "pcgrad"]  # unfinished uw left out
     ew = rows[1]
-    assert ew.mean["left"] == pytest.approx(0.53) and ew.std["left"] == pytest.approx(np.std([0.52, 0.54]))
+    assert ew.mean["left"] == pytest.approx(0.53) and ew.std["left"] == pytest.approx(np.std([0.52, 0.54], ddof=1))
+    # 95 % t-interval with n = 2: t(0.975, 1) = 12.7062047, std / sqrt(2) = 0.01.
+    assert (ew.summary["left"].ci_low, ew.summary["left"].ci_high) == pytest.approx((0.53 - 0.127062047, 0.53 + 0.127062047))
+    assert rows[2].std["left"] is None and rows[2].summary["left"].n == 1  # one seed: no spread claimed
     expected = ((0.53 - 0.5) / 0.5 + (0.82 - 0.8) / 0.8 + (0.42 - 0.4) / 0.4) / 3
     assert ew.delta == pytest.approx(expected, rel=1e-12)
     assert rows[0].delta == 0 and baseline["accuracy"] == pytest.approx({"left": 0.5, "right": 0.8, "sum": 0.4})
@@ -56,12 +59,12 @@ def test_rows_average_seeds_and_delta_uses_the_single_task_runs(runs):
 def test_tables_mark_best_bold_and_second_underlined(runs, tmp_path):
     out, markdown = write_report([runs], tmp_path / "report")
     lines = {line.split(" | ")[0].strip("| "): line for line in markdown.splitlines() if line.startswith("| ")}
-    assert "**60.00 ± 0.00**" in lines["ew + DGR (λ=0.1)"]  # best left
-    assert "<u>55.00 ± 0.00</u>" in lines["pcgrad"]  # second left
-    assert "**82.00 ± 2.00**" in lines["ew"]  # best right
+    assert "**60.00**" in lines["ew + DGR (λ=0.1)"]  # best left (one seed: no ± shown)
+    assert "<u>55.00</u>" in lines["pcgrad"]  # second left
+    assert "**82.00 ± 2.83 [56.59, 107.41]**" in lines["ew"]  # best right: mean ± sample std [95 % CI]
     assert "**" not in lines["single"] and "<u>" not in lines["single"]  # the baseline is not ranked
     latex = (out / "table.tex").read_text()
-    assert r"\textbf{60.00 $\pm$ 0.00}" in latex and r"\underline{55.00 $\pm$ 0.00}" in latex
+    assert r"\textbf{60.00}" in latex and r"\underline{55.00}" in latex
     table = list(csv.DictReader(io.StringIO((out / "table.csv").read_text())))
     assert float(table[1]["left_mean"]) == pytest.approx(0.53) and table[2]["dgr_lambda"] == "0.1"
     report = json.loads((out / "report.json").read_text())
@@ -100,3 +103,45 @@ def test_figure_two_groups_sam_and_pta_under_their_base(runs, tmp_path):
     by_label = {r.label: r.delta for r in rows}
     assert bars["ew"] == {"alone": by_label["ew"], "DGR": by_label["ew + DGR (λ=0.1)"], "SAM": by_label["ew + SAM"]}
     assert bars["pcgrad"] == {"alone": by_label["pcgrad"]}  # SAM + DGR stays in the table only
+
+
+def seeded_group(root, name, values, **kw):
+    for seed, acc in enumerate(values):
+        fake_run(root / name, f"seed{seed}", acc, seed=seed, **kw)
+    return root / name
+
+
+def test_report_and_compare_pair_dgr_with_its_method_seed_by_seed(tmp_path, capsys):
+    plain = seeded_group(tmp_path, "ew", [(0.50, 0.80, 0.40), (0.52, 0.81, 0.42), (0.54, 0.82, 0.41)])
+    dgr = seeded_group(tmp_path, "dgr", [(0.53, 0.70, 0.40), (0.55, 0.90, 0.42), (0.57, 0.80, 0.41)],
+                       dgr=DGRConfig(lam=0.1))
+    out, text = write_report([tmp_path], tmp_path / "report")
+    pairs = {c["task"]: c for c in json.loads((out / "report.json").read_text())["paired_comparisons"]}
+    # left: differences 0.03, 0.03, 0.03 -> interval [0.03, 0.03] excludes 0: better.
+    assert pairs["left"]["difference"]["mean"] == pytest.approx(0.03) and pairs["left"]["verdict"] == "better"
+    # right: -0.10, +0.09, -0.02 -> mean -0.01, sample std 0.09539, half-width 4.30265 * 0.09539 / sqrt(3)
+    half = 4.302652730 * np.std([-0.10, 0.09, -0.02], ddof=1) / np.sqrt(3)
+    assert pairs["right"]["difference"]["ci_high"] == pytest.approx(-0.01 + half)
+    assert pairs["right"]["verdict"] == "no detectable difference at n = 3"
+    assert pairs["sum"]["verdict"] == "no detectable difference at n = 3"  # identical: interval [0, 0]
+    assert "| ew + DGR (λ=0.1) vs ew | left | +3.00 [+3.00, +3.00] | 3 | better |" in text
+
+    assert main(["compare", "--a", str(plain), "--b", str(dgr), "--out", str(tmp_path / "cmp")]) == 0
+    printed = capsys.readouterr().out
+    assert "| ew + DGR (λ=0.1) vs ew | left | +3.00 [+3.00, +3.00] | 3 | better |" in printed
+    swapped = json.loads((tmp_path / "cmp" / "compare.json").read_text())["comparisons"]
+    assert [c["verdict"] for c in swapped] == ["better", "no detectable difference at n = 3",
+                                               "no detectable difference at n = 3"]
+    assert main(["compare", "--a", str(dgr), "--b", str(plain)]) == 0
+    assert "| ew vs ew + DGR (λ=0.1) | left | -3.00 [-3.00, -3.00] | 3 | worse |" in capsys.readouterr().out
+
+
+def test_compare_refuses_mixed_groups_and_unshared_seeds(tmp_path, capsys):
+    plain = seeded_group(tmp_path, "ew", [(0.5, 0.5, 0.5), (0.6, 0.6, 0.6)])
+    fake_run(tmp_path / "mixed", "ew", (0.5, 0.5, 0.5))
+    fake_run(tmp_path / "mixed", "pcgrad", (0.5, 0.5, 0.5), method="pcgrad")
+    assert main(["compare", "--a", str(tmp_path / "mixed"), "--b", str(plain)]) == 2
+    assert "group A mixes 2 configurations" in capsys.readouterr().err
+    fake_run(tmp_path / "late", "seed7", (0.5, 0.5, 0.5), seed=7, method="uw")
+    assert main(["compare", "--a", str(plain), "--b", str(tmp_path / "late")]) == 2
+    assert "share no training seed (A: [0, 1], B: [7])" in capsys.readouterr().err

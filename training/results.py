@@ -2,7 +2,9 @@
 
 Runs are grouped into rows by method, method options (minus a single run's task) and DGR
 setting; seeds are averaged. Each task's metric is its test accuracy at the last finished
-epoch, reported as mean +- std over seeds (population std, as the probe tables). Delta_MTL
+epoch, reported over training seeds as mean ± sample std [95 % t-interval] (`repeval.stats`),
+with n. Rows that differ only in DGR and share seeds are also compared seed by seed
+(`paired_comparisons`); `compare` does that for any two groups of runs. Delta_MTL
 (paper eq. 6, `metrics.delta_mtl`) compares each row's mean accuracies with the mean of the
 `single` runs of each task; without single runs the column is left out. Best values are
 bold and second best underlined, among the multi-task rows.
@@ -21,6 +23,7 @@ import numpy as np
 from repeval import __version__
 from repeval.errors import DataNotFoundError, InvalidChoiceError, check_choice
 from repeval.metrics import DELTA_VARIANTS, delta_mtl
+from repeval.stats import SeedSummary, paired, seed_summary
 from repeval.storage import atomic_json, atomic_write
 from repeval.training import run as run_files
 from repeval.training.config import TrainConfig
@@ -43,9 +46,20 @@ class Row:
     base: str | None  # the method SAM or PTA wraps
     dgr_lambda: float | None
     runs: list[RunResult] = field(default_factory=list)
-    mean: dict[str, float] = field(default_factory=dict)
-    std: dict[str, float] = field(default_factory=dict)
+    summary: dict[str, SeedSummary] = field(default_factory=dict)
     delta: float | None = None
+
+    @property
+    def mean(self) -> dict[str, float]:
+        return {t: s.mean for t, s in self.summary.items()}
+
+    @property
+    def std(self) -> dict[str, float | None]:
+        """Sample std over training seeds (None with one seed)."""
+        return {t: s.std for t, s in self.summary.items()}
+
+    def by_seed(self, task: str) -> dict[int, float]:
+        return {run.config.seed: run.accuracy[task] for run in self.runs if task in run.accuracy}
 
     @property
     def label(self) -> str:
@@ -101,8 +115,7 @@ def build_rows(runs: list[RunResult], variant: str = "per-task") -> tuple[list[R
             own = [run.config.method_args["task"]] if row.method == SINGLE else tasks
             for task in own:
                 per_task[task].append(run.accuracy[task])
-        row.mean = {t: float(np.mean(v)) for t, v in per_task.items()}
-        row.std = {t: float(np.std(v)) for t, v in per_task.items()}
+        row.summary = {t: seed_summary(v) for t, v in per_task.items()}
     single = [r for r in rows.values() if r.method == SINGLE]
     baseline: dict = {}
     if single and all(t in single[0].mean for t in tasks):
@@ -138,9 +151,12 @@ def ranks(rows: list[Row], tasks: list[str]) -> dict[tuple[int, str], int]:
 def _cell(row: Row, column: str) -> str | None:
     if column == "delta":
         return None if row.delta is None else f"{100 * row.delta:+.2f}"
-    if column not in row.mean:
+    if column not in row.summary:
         return None
-    return f"{100 * row.mean[column]:.2f} ± {100 * row.std[column]:.2f}"
+    s = row.summary[column]
+    if s.std is None:
+        return f"{100 * s.mean:.2f}"
+    return f"{100 * s.mean:.2f} ± {100 * s.std:.2f} [{100 * s.ci_low:.2f}, {100 * s.ci_high:.2f}]"
 
 
 def render_markdown(rows: list[Row], tasks: list[str], with_delta: bool) -> str:
@@ -181,12 +197,74 @@ def _tex(text: str) -> str:
 def render_csv(rows: list[Row], tasks: list[str]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["method", "dgr_lambda", *[f"{t}_{s}" for t in tasks for s in ("mean", "std")], "delta_mtl", "seeds"])
+    fields = ("mean", "std", "ci_low", "ci_high")
+    writer.writerow(["method", "dgr_lambda", *[f"{t}_{s}" for t in tasks for s in fields], "delta_mtl", "seeds"])
     for row in rows:
-        values = [v for t in tasks for v in (row.mean.get(t, ""), row.std.get(t, ""))]
+        values = [_blank(getattr(row.summary[t], f)) if t in row.summary else "" for t in tasks for f in fields]
         writer.writerow([row.label, "" if row.dgr_lambda is None else row.dgr_lambda, *values,
                          "" if row.delta is None else row.delta, len(row.seeds)])
     return buffer.getvalue()
+
+
+def _blank(value):
+    return "" if value is None else value
+
+
+def paired_comparisons(rows: list[Row], tasks: list[str]) -> list[dict]:
+    """Each DGR row against the same method without DGR, seed by seed, per task (test accuracy:
+    higher is better)."""
+    plain = {(r.name, r.method, r.base): r for r in rows if r.dgr_lambda is None}
+    out = []
+    for row in rows:
+        reference = plain.get((row.name, row.method, row.base))
+        if row.dgr_lambda is None or reference is None or row.method == SINGLE:
+            continue
+        for task in tasks:
+            a, b = reference.by_seed(task), row.by_seed(task)
+            if set(a) & set(b):
+                out.append({"a": reference.label, "b": row.label, "task": task, "metric": "test accuracy",
+                            **paired(a, b, higher_is_better=True).to_dict()})
+    return out
+
+
+def render_paired(comparisons: list[dict]) -> str:
+    if not comparisons:
+        return ""
+    lines = ["| B vs A | task | B − A (points) [95 % CI] | n | verdict for B |", "|---|---|---|---|---|"]
+    for c in comparisons:
+        d = c["difference"]
+        interval = "" if d["std"] is None else f" [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]"
+        lines.append(f"| {c['b']} vs {c['a']} | {c['task']} | {100 * d['mean']:+.2f}{interval} | {d['n']} | {c['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
+def compare(paths_a: list[str | Path], paths_b: list[str | Path]) -> tuple[list[dict], str]:
+    """Paired comparison of two groups of runs (each one configuration over several seeds), per
+    task: B − A on the seeds both have."""
+    groups = []
+    for name, paths in (("A", paths_a), ("B", paths_b)):
+        runs = find_runs(paths)
+        keys = {row_key(r.config) + (r.config.dataset,) for r in runs}
+        if len(keys) > 1:
+            raise InvalidChoiceError(
+                f"group {name} mixes {len(keys)} configurations ({', '.join(sorted(str(k[0]) for k in keys))}); "
+                "give the runs of one configuration (several seeds) per group"
+            )
+        row = Row(*row_key(runs[0].config), runs=runs)
+        seeds = [r.config.seed for r in runs]
+        if len(set(seeds)) != len(seeds):
+            raise InvalidChoiceError(f"group {name} has two runs with the same seed; a pairing needs one run per seed")
+        groups.append(row)
+    a, b = groups
+    tasks = [t for t in a.runs[0].accuracy if t in b.runs[0].accuracy]
+    comparisons = []
+    for task in tasks:
+        if not set(a.by_seed(task)) & set(b.by_seed(task)):
+            raise InvalidChoiceError(f"groups A and B share no training seed (A: {sorted(a.by_seed(task))}, "
+                                     f"B: {sorted(b.by_seed(task))}); run B with A's seeds")
+        comparisons.append({"a": a.label, "b": b.label, "task": task, "metric": "test accuracy",
+                            **paired(a.by_seed(task), b.by_seed(task), higher_is_better=True).to_dict()})
+    return comparisons, render_paired(comparisons)
 
 
 def plot_delta_bars(rows: list[Row], out_stem: str | Path) -> dict[str, dict[str, float]]:
@@ -238,6 +316,10 @@ def write_report(paths: list[str | Path], out_dir: str | Path, variant: str = "p
     markdown = render_markdown(rows, tasks, with_delta)
     note = (f"\nΔ_MTL ({variant}) against single-task runs: {', '.join(baseline['runs'])}\n" if with_delta
             else "\nNo single-task runs among the inputs: Δ_MTL needs `--method single` runs of every task.\n")
+    comparisons = paired_comparisons(rows, tasks)
+    if comparisons:
+        note += ("\nPaired comparisons on shared training seeds (B − A; 'better'/'worse' only when the 95 % "
+                 "interval excludes 0):\n\n" + render_paired(comparisons))
     atomic_write(out / "table.md", lambda f: f.write((markdown + note).encode()))
     atomic_write(out / "table.csv", lambda f: f.write(render_csv(rows, tasks).encode()))
     atomic_write(out / "table.tex", lambda f: f.write(render_latex(rows, tasks, with_delta).encode()))
@@ -245,9 +327,11 @@ def write_report(paths: list[str | Path], out_dir: str | Path, variant: str = "p
         plot_delta_bars(rows, out / "delta_mtl")
     atomic_json({
         "repeval_version": __version__, "inputs": [str(p) for p in paths], "delta_variant": variant,
-        "metric": "test accuracy at the last finished epoch; mean ± population std over seeds",
+        "metric": "test accuracy at the last finished epoch; mean, sample std and 95 % t-interval over training seeds",
+        "paired_comparisons": comparisons,
         "single_task_baseline": baseline,
         "rows": [{"label": r.label, "method": r.method, "base": r.base, "dgr_lambda": r.dgr_lambda, "mean": r.mean, "std": r.std,
+                  "seed_summary": {t: x.to_dict() for t, x in r.summary.items()},
                   "delta_mtl": r.delta, "runs": [{"path": str(x.path), "seed": x.config.seed, "config": x.config.to_dict()}
                                                 for x in r.runs]} for r in rows],
     }, out / "report.json")
