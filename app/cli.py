@@ -204,6 +204,7 @@ def universality_command(
     hidden: int = typer.Option(_U.hidden, help="Hidden width of MLP heads."),
     restarts: Optional[int] = typer.Option(None, help="L-BFGS restarts (default 1 linear, 3 mlp)."),
     tol: float = typer.Option(_U.tol, help="Gradient-norm tolerance of the optimal head."),
+    l2: float = typer.Option(_U.l2, help="L2 penalty on the optimal head's weights (for separable embeddings)."),
     standardize: bool = typer.Option(False, "--standardize/--no-standardize", help="Standardise embeddings first."),
     seed: int = typer.Option(0),
     timm: TimmName = None,
@@ -221,7 +222,7 @@ def universality_command(
     from repeval.training.loop import resolve_device
 
     config = UniversalityConfig(n_random=n_random, head=head, hidden=hidden, restarts=restarts, tol=tol,
-                                standardize=standardize, seed=seed)
+                                standardize=standardize, seed=seed, l2=l2)
     sets = extract_all(_sources(checkpoints, timm, pretrained_file, dataset, data_dir, data_option),
                        device=str(resolve_device(device)))
     universality_of(sets, config, out, make_console())

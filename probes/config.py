@@ -54,6 +54,7 @@ class UniversalityConfig:
     max_iter: int = 1000
     standardize: bool = False
     seed: int = 0
+    l2: float = 0.0
 
     def __post_init__(self) -> None:
         # Same checks as the estimator's fit, but before any embedding is extracted.
@@ -65,4 +66,4 @@ class UniversalityConfig:
 
         return UniversalityMeasure(n_random=self.n_random, head=self.head, hidden=self.hidden, restarts=self.restarts,
                                    tol=self.tol, max_iter=self.max_iter, standardize=self.standardize,
-                                   random_state=self.seed)
+                                   random_state=self.seed, l2=self.l2)

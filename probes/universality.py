@@ -127,10 +127,21 @@ class OptimalHead:
     restart_losses: list[float]
 
 
+def _penalised(z: torch.Tensor, y: torch.Tensor, params: list[torch.Tensor], l2: float) -> torch.Tensor:
+    """Mean cross-entropy + (l2 / 2) * squared norm of the weight matrices (biases are free)."""
+    loss = F.cross_entropy(head_logits(z, params), y)
+    if l2 > 0:
+        loss = loss + 0.5 * l2 * sum((w * w).sum() for w in params[0::2])
+    return loss
+
+
 def fit_optimal_head(z: torch.Tensor, y: torch.Tensor, family: str, hidden: int, n_classes: int,
-                     restarts: int = 3, tol: float = 1e-4, max_iter: int = 1000, seed: int = 0) -> OptimalHead:
+                     restarts: int = 3, tol: float = 1e-4, max_iter: int = 1000, seed: int = 0,
+                     l2: float = 0.0) -> OptimalHead:
     """Full-batch L-BFGS (strong Wolfe), several seeded restarts; the lowest training loss wins.
-    Each restart stops when the L2 norm of the mean-loss gradient is <= `tol` (converged), when
+    With `l2` > 0 the fitted objective adds (l2 / 2)||W||^2 on the weight matrices (the reported
+    loss stays the plain cross-entropy): on separable embeddings the unpenalised optimum lies at
+    infinity. Each restart stops when the L2 norm of the objective's gradient is <= `tol` (converged), when
     L-BFGS stops making progress (it stalls at ReLU kinks of MLP heads: not converged, and the
     gradient norm reached is reported), or after `max_iter` iterations.
 
@@ -147,7 +158,7 @@ def fit_optimal_head(z: torch.Tensor, y: torch.Tensor, family: str, hidden: int,
 
         def closure(opt=opt, params=params):  # bound now: one closure per restart
             opt.zero_grad()
-            loss = F.cross_entropy(head_logits(z, params), y)
+            loss = _penalised(z, y, params, l2)
             loss.backward()
             return loss
 
@@ -155,7 +166,7 @@ def fit_optimal_head(z: torch.Tensor, y: torch.Tensor, family: str, hidden: int,
         while n_iter < max_iter:
             loss = float(opt.step(closure).detach())
             n_iter += 20
-            grad = gradient_norm(z, y, params, reduction="mean")
+            grad = _objective_grad_norm(z, y, params, l2)
             # L-BFGS stalls at ReLU kinks (its line search stops moving): report, don't spin.
             if grad <= tol or not math.isfinite(grad) or loss >= previous:
                 break
@@ -167,6 +178,17 @@ def fit_optimal_head(z: torch.Tensor, y: torch.Tensor, family: str, hidden: int,
             best = OptimalHead([p.detach() for p in params], loss, grad, grad <= tol, n_iter, [])
     best.restart_losses = losses
     return best
+
+
+def _objective_grad_norm(z, y, params, l2: float) -> float:
+    params = [p.detach().requires_grad_(True) for p in params]
+    grads = torch.autograd.grad(_penalised(z, y, params, l2), params)
+    return float(torch.sqrt(sum((g * g).sum() for g in grads)))
+
+
+# Below this mean training loss the optimal head all but separates the classes: the measured gap
+# is then close to the random heads' own loss, a function of the embedding's scale.
+SEPARABLE_LOSS = 1e-2
 
 
 # ---- the measure ------------------------------------------------------------------------------
@@ -217,10 +239,14 @@ class UniversalityMeasure(BaseEstimator):
     standardize : bool, default=False
         Standardise embeddings with training statistics before everything.
     random_state : int, default=0
+    l2 : float, default=0.0
+        L2 penalty (l2 / 2)||W||^2 on the optimal head's weight matrices while it is fitted (off by
+        default, as in the paper). For separable embeddings, where the unpenalised optimum has
+        zero loss at infinite weights; recorded in `optimal_`.
 
     Attributes (after `fit`)
     ----------
-    n_classes_, optimal_ (dict), random_ (list of dicts, one per random head), stored_ (same
+    n_classes_, optimal_ (dict: loss, accuracy, weight_norm, separable, ...), separable_, random_ (list of dicts, one per random head), stored_ (same
     for `stored_heads`), gap_mean_, gap_std_, universality_mean_, universality_std_,
     universality_ (1 / gap_mean_), spearman_ (rho, p-value of proxy vs gap over random heads),
     test_ (dict, when test arrays are given).
@@ -236,7 +262,7 @@ class UniversalityMeasure(BaseEstimator):
     """
 
     def __init__(self, n_random: int = 10, head: str = "linear", hidden: int = HEAD_HIDDEN, restarts: int | None = None, tol: float = 1e-4,
-                 max_iter: int = 1000, standardize: bool = False, random_state: int = 0):
+                 max_iter: int = 1000, standardize: bool = False, random_state: int = 0, l2: float = 0.0):
         self.n_random = n_random
         self.head = head
         self.hidden = hidden
@@ -245,6 +271,7 @@ class UniversalityMeasure(BaseEstimator):
         self.max_iter = max_iter
         self.standardize = standardize
         self.random_state = random_state
+        self.l2 = l2
 
     def _validate(self) -> None:
         owner = "UniversalityMeasure"
@@ -255,6 +282,7 @@ class UniversalityMeasure(BaseEstimator):
             check_number(owner, "restarts", self.restarts, kind=int, low=1)
         check_number(owner, "tol", self.tol, low=0.0, low_open=True)
         check_number(owner, "max_iter", self.max_iter, kind=int, low=1)
+        check_number(owner, "l2", self.l2, low=0.0)
 
     def fit(self, X, y, X_test=None, y_test=None, n_classes: int | None = None,
             stored_heads: list[list[torch.Tensor]] | None = None, trained_head: list[torch.Tensor] | None = None):
@@ -279,11 +307,18 @@ class UniversalityMeasure(BaseEstimator):
         else:
             restarts = self.restarts or (1 if family == "linear" else 3)
             optimal = fit_optimal_head(z, yt, family, self.hidden, self.n_classes_, restarts, self.tol,
-                                       self.max_iter, self.random_state)
+                                       self.max_iter, self.random_state, self.l2)
         self.optimal_head_ = optimal.params
+        with torch.no_grad():
+            accuracy = float((head_logits(z, optimal.params).argmax(1) == yt).double().mean())
+        # Separable: the optimum's loss is (nearly) zero, or it classifies every sample and the
+        # stopping rule caught it still growing its weights (not converged).
+        self.separable_ = optimal.loss < SEPARABLE_LOSS or (accuracy == 1.0 and not optimal.converged)
         self.optimal_ = {"loss": optimal.loss, "grad_norm": optimal.grad_norm, "tol": self.tol,
                          "converged": optimal.converged, "n_iter": optimal.n_iter,
-                         "restart_losses": optimal.restart_losses, "head": self.head}
+                         "restart_losses": optimal.restart_losses, "head": self.head, "l2": self.l2,
+                         "accuracy": accuracy, "separable": self.separable_,
+                         "weight_norm": float(torch.sqrt(sum((w * w).sum() for w in optimal.params[0::2])))}
 
         def measure(params):
             row = evaluate_head(z, y, params, self.n_classes_)

@@ -21,8 +21,8 @@ from repeval.probes.embeddings import EmbeddingSet
 from repeval.probes.config import UniversalityConfig  # noqa: F401 - re-exported
 from repeval.storage import atomic_json, atomic_write
 
-CSV_FIELDS = ["checkpoint", "checkpoint_hash", "dataset", "task", "head", "n_random", "standardize",
-              "optimal_loss", "optimal_grad_norm", "optimal_converged", "unmatched_loss_mean", "matched_loss_mean",
+CSV_FIELDS = ["checkpoint", "checkpoint_hash", "dataset", "task", "head", "n_random", "standardize", "l2",
+              "optimal_loss", "optimal_grad_norm", "optimal_converged", "optimal_accuracy", "separable", "unmatched_loss_mean", "matched_loss_mean",
               "matched_accuracy_mean", "gap_mean", "gap_std", "universality", "universality_mean",
               "universality_std", "proxy_mean", "spearman_rho", "spearman_p", "test_optimal_loss", "test_gap_mean",
               "test_gap_std", "test_universality", "stored_dummy_gap_mean", "repeval_version"]
@@ -56,7 +56,8 @@ def measure_universality(sets: list[EmbeddingSet], config: UniversalityConfig) -
                 "checkpoint": emb.source.name, "checkpoint_hash": emb.source.key, "dataset": emb.source.dataset,
                 "task": task.name, "head": config.head, "n_random": config.n_random, "standardize": config.standardize,
                 "optimal_loss": m.optimal_["loss"], "optimal_grad_norm": m.optimal_["grad_norm"],
-                "optimal_converged": m.optimal_["converged"],
+                "optimal_converged": m.optimal_["converged"], "optimal_accuracy": m.optimal_["accuracy"],
+                "separable": m.separable_, "l2": config.l2,
                 "unmatched_loss_mean": mean("unmatched_loss"), "matched_loss_mean": mean("matched_loss"),
                 "matched_accuracy_mean": mean("matched_accuracy"),
                 "gap_mean": m.gap_mean_, "gap_std": m.gap_std_, "universality": m.universality_,
@@ -107,14 +108,24 @@ def _jsonable(obj):
     return obj
 
 
+SEPARABLE_NOTE = (
+    "* separable: the optimal head classifies the training split (nearly) perfectly, so its loss is ~0 and the "
+    "training gap is just the random heads' loss, which grows with the embedding's scale: compare the test gap, "
+    "or refit with an L2 penalty (--l2), before reading U as representation quality."
+)
+
+
 def universality_table(rows: list[dict]) -> Table:
-    table = Table(title=f"universality ({rows[0]['head']} heads, {rows[0]['n_random']} random draws; train split)")
+    flagged = any(r.get("separable") for r in rows)
+    table = Table(title=f"universality ({rows[0]['head']} heads, {rows[0]['n_random']} random draws; train split"
+                        f"{', optimal head L2 ' + format(rows[0]['l2'], 'g') if rows[0].get('l2') else ''})",
+                  caption=SEPARABLE_NOTE if flagged else None)
     for col in ("encoder", "task", "optimal loss", "random loss (matched)", "gap", "U = 1/gap", "matched acc",
                 "ρ(proxy, gap)", "test gap"):
         table.add_column(col, justify="left" if col in ("encoder", "task") else "right",
                          overflow="fold" if col == "encoder" else "ellipsis")
     for r in rows:
-        table.add_row(r["checkpoint"], r["task"], f"{r['optimal_loss']:.4f}",
+        table.add_row(r["checkpoint"], r["task"], f"{r['optimal_loss']:.4f}" + (" *" if r.get("separable") else ""),
                       f"{r['matched_loss_mean']:.4f}", f"{r['gap_mean']:.4f} ± {r['gap_std']:.4f}",
                       f"{r['universality']:.4f}", f"{r['matched_accuracy_mean']:.3f}",
                       f"{r['spearman_rho']:+.2f}", f"{r['test_gap_mean']:.4f}")

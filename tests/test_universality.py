@@ -197,3 +197,25 @@ def test_universality_command_on_a_checkpoint(tmp_path, capsys):
     assert main(["universality", str(run_dir), "--head", "trained", "--n-random", "3", "--out", str(out)]) == 0
     trained = json.loads((out / "universality.json").read_text())["rows"][0]
     assert trained["optimal"]["head"] == "trained" and trained["optimal"]["n_iter"] == 0
+
+
+def test_separable_embeddings_are_flagged_and_an_l2_penalty_keeps_the_optimum_finite():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    separable = rng.normal(size=(300, 6)) * 0.3 + 4.0 * np.eye(3, 6)[y]  # classes far apart
+    overlapping = rng.normal(size=(300, 6)) + 0.3 * np.eye(3, 6)[y]
+    free = UniversalityMeasure(n_random=3).fit(separable, y)
+    assert free.separable_ and free.optimal_["accuracy"] == 1.0 and free.optimal_["loss"] < 1e-2
+    assert not UniversalityMeasure(n_random=3).fit(overlapping, y).separable_
+
+    penalised = UniversalityMeasure(n_random=3, l2=1e-2).fit(separable, y)
+    assert penalised.optimal_["l2"] == 1e-2 and penalised.optimal_["converged"]
+    assert penalised.optimal_["weight_norm"] < free.optimal_["weight_norm"]
+    assert penalised.optimal_["loss"] > free.optimal_["loss"]  # the plain loss of a smaller head
+    # At the penalised optimum the gradient of CE + (l2/2)||W||^2 vanishes: dCE/dW = -l2 W.
+    z = torch.from_numpy(separable)
+    w, b = [p.detach().requires_grad_(True) for p in penalised.optimal_head_]
+    grad_w, = torch.autograd.grad(torch.nn.functional.cross_entropy(z @ w.T + b, torch.from_numpy(y)), w)
+    torch.testing.assert_close(grad_w, -1e-2 * w.detach(), rtol=0, atol=2e-4)
+    with pytest.raises(InvalidChoiceError, match="'l2' parameter of UniversalityMeasure must be a finite float >= 0.0"):
+        UniversalityMeasure(l2=-1.0).fit(separable, y)
