@@ -1,145 +1,196 @@
-"""`make demo`: train vanilla and DGR encoders on the embedded MultiDigits data, probe both frozen
-encoders, measure their universality, draw their t-SNE maps, and write one report
-(`runs/demo/report.md` and `report.html`).
+"""`make demo`: does DGR change anything on MultiDigits, beyond seed-to-seed noise? Trains vanilla
+and DGR encoders with 3 training seeds each on a harder, non-saturated MultiDigits, probes the
+frozen encoders, measures their universality (linear and MLP heads), compares the two
+configurations seed by seed, and writes one report (`runs/demo/report.md` and `report.html`).
 
-Sits at the top layer beside the CLI: it composes training and probing."""
+Sits at the top layer beside the CLI: it composes training and probing. Rerunning it reuses the
+finished runs (and finishes killed ones) in the output folder."""
 
 from __future__ import annotations
 
-import statistics
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from repeval import __version__
 from repeval.app.console import console as make_console
 from repeval.app.demo_report import write_report
+from repeval.probes.config import ProbeConfig, UniversalityConfig
 from repeval.probes.embeddings import source_from_checkpoint
-from repeval.probes.report import mean_std, summary_table
-from repeval.probes.suite import ProbeConfig
-from repeval.probes.universality_report import UniversalityConfig, universality_table
-from repeval.probes.workflow import probe
+from repeval.probes.report import embedding_maps, summary_table
+from repeval.probes.universality_report import SEPARABLE_NOTE, universality_table
+from repeval.probes.workflow import extract_all, probe, universality_of
+from repeval.stats import paired, seed_summary
 from repeval.storage import atomic_json
-from repeval.training.config import TrainConfig
+from repeval.training.config import DGRConfig, TrainConfig
 from repeval.training.curves import plot_training_curves
-from repeval.training.dgr import DGRConfig
 from repeval.training.loop import train
-from repeval.training.run import read_metrics
+from repeval.training.run import CONFIG, read_metrics
 
+# Harder than the default MultiDigits, so accuracy is not saturated: 2,000 training canvases
+# (not 10,000) and digits shifted by up to 6 px (not 2). About 87 / 87 / 52 % test accuracy
+# (left / right / sum) after 10 epochs.
+DEMO_DATA = {"n_train": 2000, "jitter": 6}
+DEMO_EPOCHS, DEMO_LR_STEP = 10, 4
+SEEDS = (0, 1, 2)
 PROBE_CLASSIFIERS = ("dt", "svm", "knn")
-PROBE_SEEDS = (0, 1, 2)
+FAMILIES = ("linear", "mlp")
+# The optimal head is fitted with this L2 penalty on its weights: on these embeddings the
+# unpenalised optimum separates the training split (loss ~0, weights growing without bound), its
+# test loss explodes, and the gap stops measuring anything but the embedding's scale.
+DEMO_L2 = 1e-2
+CONFIGS = {"vanilla": None, "dgr": DGRConfig()}
 
 
-def run_demo(out: Path, epochs: int | None = None, progress: bool = True, seed: int = 0,
+def run_demo(out: Path, epochs: int | None = None, progress: bool = True, seeds: tuple[int, ...] = SEEDS,
              dataset_args: dict | None = None) -> dict:
-    """Train, probe, measure and report; returns the summary also written to `summary.json`.
+    """Train, probe, measure, compare and report; returns the summary also written to `summary.json`.
 
     >>> summary = run_demo(Path("runs/demo"))  # doctest: +SKIP
     """
     out = Path(out)
     started = time.perf_counter()
-    base = TrainConfig(dataset="multidigits", dataset_args=dict(dataset_args or {}), epochs=epochs, seed=seed,
-                       out_dir=str(out), progress=progress)
-    dgr = DGRConfig()
-    runs = {"vanilla": train(base), "dgr": train(replace(base, dgr=dgr))}
-    histories = {name: read_metrics(path) for name, path in runs.items()}
-    sources = [replace(source_from_checkpoint(path / "checkpoint.pt"), name=name) for name, path in runs.items()]
-    probe_dir = out / "probe"
-    probe_config = ProbeConfig(classifiers=PROBE_CLASSIFIERS, seeds=PROBE_SEEDS, jobs=2)
-    results = probe(sources, probe_config, probe_dir, maps=("tsne",), max_points=2000,
-                    universality=UniversalityConfig(), progress=progress)
-    rows, universality = results.rows, results.universality
-    plot_training_curves(histories, out / "training_curves")
+    base = TrainConfig(dataset="multidigits", dataset_args={**DEMO_DATA, **(dataset_args or {})},
+                       epochs=epochs or DEMO_EPOCHS, lr_step=DEMO_LR_STEP, out_dir=str(out), progress=progress)
+    runs = train_configs(out, base, CONFIGS, seeds)
+    histories, probe_rows, universality, sets = measure_runs(out, runs, progress)
+    first = {n: f"{n}-seed{seeds[0]}" for n in CONFIGS}
+    embedding_maps([s for s in sets if s.source.name in first.values()], out / "probe", method="tsne", max_points=2000)
+    plot_training_curves({first[n]: histories[(n, seeds[0])] for n in CONFIGS}, out / "training_curves")
 
+    tasks = list(histories[("vanilla", seeds[0])][-1]["test_accuracy"])
+    comparisons = compare_to_reference("vanilla", histories, probe_rows, universality, tasks, seeds)
     console = make_console()
-    console.print(summary_table(rows))
-    console.print(universality_table(universality))
-    tasks = list(histories["vanilla"][-1]["test_accuracy"])
+    console.print(summary_table(probe_rows))
+    for family in FAMILIES:
+        console.print(universality_table(universality[family]))
     summary = {
-        "repeval_version": __version__,
-        "seed": seed,
-        "seconds": round(time.perf_counter() - started, 1),
-        "runs": {name: str(path) for name, path in runs.items()},
-        "test_accuracy": {name: h[-1]["test_accuracy"] for name, h in histories.items()},
-        "probe": str(probe_dir),
-        "universality_gap": {f"{r['checkpoint']}/{r['task']}": r["gap_mean"] for r in universality},
+        "repeval_version": __version__, "seeds": list(seeds), "seconds": round(time.perf_counter() - started, 1),
+        "train_config": base.resolved().to_dict(), "dgr": asdict(CONFIGS["dgr"]),
+        "runs": {f"{n}-seed{s}": str(p) for (n, s), p in runs.items()},
+        "comparisons": comparisons,
+        "separable": sorted({f"{r['checkpoint']}/{r['task']} ({fam})" for fam, rows in universality.items()
+                             for r in rows if r["separable"]}),
     }
     atomic_json(summary, out / "summary.json")
-    blocks = _report_blocks(histories, runs, rows, universality, tasks, dgr, summary)
-    md, page = write_report(blocks, out, "repeval demo report")
+    md, page = write_report(_report_blocks(comparisons, summary, tasks, base), out, "repeval demo report")
     console.print(f"report: {md} and {page}  ({summary['seconds']} s)")
     return summary
 
 
-def _report_blocks(histories, runs, rows, universality, tasks, dgr, summary) -> list[tuple]:
-    epochs = histories["vanilla"][-1]["epoch"] + 1
-    probe_cell = {}
-    for name in runs:
-        for t in tasks:
-            for c in PROBE_CLASSIFIERS:
-                probe_cell[(name, t, c)] = [r["accuracy"] for r in rows if (r["checkpoint"], r["task"], r["classifier"]) == (name, t, c)]
-    uni = {(r["checkpoint"], r["task"]): r for r in universality}
+def train_configs(out: Path, base: TrainConfig, configs: dict[str, DGRConfig | None],
+                  seeds: tuple[int, ...]) -> dict[tuple[str, int], Path]:
+    """One run per (configuration, training seed), in `<out>/<name>-seed<s>`."""
+    return {(name, s): _train_or_reuse(replace(base, dgr=dgr, seed=s), out / f"{name}-seed{s}")
+            for name, dgr in configs.items() for s in seeds}
+
+
+def measure_runs(out: Path, runs: dict[tuple[str, int], Path], progress: bool = False):
+    """Metrics histories, probe rows (dt, svm, knn) and universality rows (linear and MLP heads,
+    optimal head with `DEMO_L2`) of every run; and the embedding sets."""
+    histories = {key: read_metrics(path) for key, path in runs.items()}
+    sources = [replace(source_from_checkpoint(path / "checkpoint.pt"), name=f"{n}-seed{s}") for (n, s), path in runs.items()]
+    probe_rows = probe(sources, ProbeConfig(classifiers=PROBE_CLASSIFIERS, seeds=(0,), jobs=2), out / "probe",
+                       progress=progress).rows
+    sets = extract_all(sources)  # from the cache probe just filled
+    universality = {family: universality_of(sets, UniversalityConfig(head=family, l2=DEMO_L2), out / f"universality-{family}")
+                    for family in FAMILIES}
+    return histories, probe_rows, universality, sets
+
+
+def _train_or_reuse(config: TrainConfig, run_dir: Path) -> Path:
+    if (run_dir / CONFIG).is_file():  # a previous demo's run: finished, or resumed where it was killed
+        return train(config, resume_dir=run_dir)
+    return train(config, run_dir=run_dir)
+
+
+def compare_to_reference(reference: str, histories, probe_rows, universality, tasks, seeds) -> list[dict]:
+    """Every measured quantity of every configuration over training seeds, and each configuration
+    against `reference` seed by seed, with the quantity's direction."""
+    names = list(dict.fromkeys(n for n, _ in histories))
+    measures = {}  # (quantity, task) -> (higher_is_better, {config: {seed: value}})
+    for task in tasks:
+        measures[("test accuracy (trained head)", task)] = (True, {
+            n: {s: histories[(n, s)][-1]["test_accuracy"][task] for s in seeds} for n in names})
+        for clf in PROBE_CLASSIFIERS:
+            measures[(f"{clf} probe accuracy", task)] = (True, {
+                n: {s: next(r["accuracy"] for r in probe_rows if (r["checkpoint"], r["task"], r["classifier"])
+                            == (f"{n}-seed{s}", task, clf)) for s in seeds} for n in names})
+        for family, rows in universality.items():
+            for split, key in (("train", "gap_mean"), ("test", "test_gap_mean")):
+                measures[(f"universality gap, {family} heads, {split}", task)] = (False, {
+                    n: {s: next(r[key] for r in rows if (r["checkpoint"], r["task"]) == (f"{n}-seed{s}", task))
+                        for s in seeds} for n in names})
+    out = []
+    for name in names:
+        if name == reference:
+            continue
+        for (quantity, task), (higher, values) in measures.items():
+            out.append({
+                "quantity": quantity, "task": task, "higher_is_better": higher, "a": reference, "b": name,
+                "a_summary": seed_summary(list(values[reference].values())).to_dict(),
+                "b_summary": seed_summary(list(values[name].values())).to_dict(),
+                "b_minus_a": paired(values[reference], values[name], higher_is_better=higher).to_dict(),
+            })
+    return out
+
+
+def _cell(s: dict, scale: float) -> str:
+    if s["std"] is None:
+        return f"{s['mean'] * scale:.2f}"
+    return f"{s['mean'] * scale:.2f} ± {s['std'] * scale:.2f} [{s['ci_low'] * scale:.2f}, {s['ci_high'] * scale:.2f}]"
+
+
+def _report_blocks(comparisons: list[dict], summary: dict, tasks: list[str], base: TrainConfig) -> list[tuple]:
+    n = len(summary["seeds"])
+    rows = []
+    for c in comparisons:
+        scale = 100.0 if "accuracy" in c["quantity"] else 1.0
+        d = c["b_minus_a"]
+        rows.append([c["quantity"], c["task"], _cell(c["a_summary"], scale), _cell(c["b_summary"], scale),
+                     _cell(d["difference"], scale), d["verdict"]])
+    verdicts = [c["b_minus_a"]["verdict"] for c in comparisons]
+    better, worse = verdicts.count("better"), verdicts.count("worse")
+    dgr = CONFIGS["dgr"]
     return [
-        ("h1", "repeval demo: what Dummy Gradient norm Regularization changed on MultiDigits"),
-        ("p", "Two encoders were trained on the same data with the same seed: one on the sum of the task losses "
-              "(vanilla), one with DGR added. DGR fixes three random, never-trained copies of each task's "
-              "predictor (dummy heads) and penalises how steeply the loss of those dummies changes with their "
-              "weights (the norm of that gradient). The idea (Shin, Do & Son, arXiv 2409.16651): an encoder whose "
-              "features let even an arbitrary predictor do well is more universal, so its representation should "
-              "serve every task and simple classifiers better."),
-        ("p", f"Data: MultiDigits, canvases of two real handwritten digits (scikit-learn's bundled digits), tasks "
-              f"left digit (10 classes), right digit (10) and their sum (19); the test canvases use handwriting "
-              f"never seen in training. Encoder: timm test_resnet; {epochs} epochs; DGR with the paper's penalty "
-              f"(gradient norm), exact estimator, lambda = {dgr.strength}, {dgr.dummies} dummies per task."),
-        ("h2", "1. Training"),
-        ("table", ["encoder", *tasks], [[n, *(f"{histories[n][-1]['test_accuracy'][t]:.4f}" for t in tasks)] for n in runs]),
-        ("p", "Test accuracy of each trained task head after the last epoch (repeval train, metrics.jsonl)."),
-        ("img", "training_curves.png", "Test accuracy (solid) and training loss (dashed) per epoch."),
-        ("h2", "2. Simple classifiers on the frozen encoders"),
-        ("table", ["encoder", "task", *PROBE_CLASSIFIERS],
-         [[n, t, *(mean_std(probe_cell[(n, t, c)]) for c in PROBE_CLASSIFIERS)] for n in runs for t in tasks]),
-        ("p", "The encoders are frozen and their train-split features feed a decision tree, an RBF SVM and a kNN "
-              "classifier (scikit-learn defaults), scored on the test split: test accuracy, mean ± std over seeds "
-              "0-2 (repeval probe; SVM and kNN have no randomness, so their std is 0). This is the paper's Figure 3a."),
-        ("img", "probe/probe_bars.png", "Probe accuracy per task and classifier (Figure 3a layout)."),
-        ("h2", "3. Universality"),
-        ("table", ["encoder", "task", "optimal loss", "random loss (matched)", "gap", "U = 1/gap", "rho(proxy, gap)"],
-         [[n, t, f"{uni[(n, t)]['optimal_loss']:.4f}", f"{uni[(n, t)]['matched_loss_mean']:.4f}",
-           f"{uni[(n, t)]['gap_mean']:.4f} ± {uni[(n, t)]['gap_std']:.4f}", f"{uni[(n, t)]['universality']:.3f}",
-           f"{uni[(n, t)]['spearman_rho']:+.2f}"] for n in runs for t in tasks]),
-        ("p", "The paper's definition, computed (repeval universality, linear heads, 10 random heads per task, "
-              "training split): the gap is the cross-entropy of a random, untrained head after the best relabelling "
-              "of its outputs (Hungarian matching) minus that of the best head fitted to convergence; U = 1/gap, "
-              "larger is more universal. rho is the Spearman correlation across random heads between the gap and "
-              "the gradient norm of Theorem 1. Random-head losses also grow with the scale of the features, so "
-              "compare gaps together with the probe results."),
+        ("h1", "repeval demo: does Dummy Gradient norm Regularization change anything on MultiDigits?"),
+        ("p", "DGR fixes three random, never-trained copies of each task's predictor (dummy heads) and penalises "
+              "how steeply the loss of those dummies changes with their weights. The idea (Shin, Do & Son, arXiv "
+              "2409.16651): an encoder whose features let even an arbitrary predictor do well is more universal. "
+              f"Here a vanilla encoder (sum of task losses) and a DGR encoder were each trained with {n} training "
+              "seeds, and every number below is compared seed by seed, so that seed-to-seed noise is not read as an "
+              "effect."),
+        ("p", f"Data: MultiDigits made harder so accuracy is not saturated ({base.dataset_args['n_train']} training "
+              f"canvases, digits jittered by up to {base.dataset_args['jitter']} px): tasks left digit (10 classes), "
+              "right digit (10) and their sum (19); test canvases use handwriting never seen in training. Encoder: "
+              f"timm test_resnet, {base.epochs} epochs; DGR with the paper's penalty (gradient norm), exact "
+              f"estimator, lambda = {dgr.strength}, {dgr.dummies} dummies per task. Seeds {summary['seeds']}."),
+        ("h2", "1. Vanilla vs DGR, seed by seed"),
+        ("table", ["quantity", "task", "vanilla", "DGR", "DGR − vanilla", "verdict for DGR"], rows),
+        ("p", "Cells: mean ± sample std [95 % t-interval] over the training seeds (accuracies in %). "
+              "'DGR − vanilla' is the per-seed difference; the verdict says 'better' or 'worse' only when its 95 % "
+              "interval excludes zero, taking the direction into account (a smaller universality gap is better). "
+              "Probes: decision tree, RBF SVM and kNN (scikit-learn defaults) on the frozen train-split features, "
+              "scored on the test split (the paper's Figure 3a). Universality gap: the matched loss of a random, "
+              "untrained head minus that of the best fitted head (paper Definition 2), on the training split and, "
+              "with the training split's permutation and optimal head, on the test split. The best head is fitted "
+              f"with an L2 penalty of {DEMO_L2:g} on its weights: without it these embeddings are linearly separable, "
+              "its loss goes to 0 at unbounded weights and the gap measures only the features' scale."),
+        ("p", f"Across the {len(comparisons)} comparisons: DGR better on {better}, worse on {worse}, no detectable "
+              f"difference on {len(comparisons) - better - worse} (n = {n} seeds; with so few seeds only large, "
+              "consistent differences can be detected, and some of the comparisons will come out 'better' or "
+              "'worse' by chance)."),
+        *([("p", SEPARABLE_NOTE.replace("* separable", "Separable embeddings")
+                 + f" Flagged here: {len(summary['separable'])} encoder/task/family combinations; the test-split gap "
+                 "is the figure to read for them.")] if summary["separable"] else []),
+        ("h2", "2. Training"),
+        ("img", "training_curves.png", f"Test accuracy (solid) and training loss (dashed) per epoch, seed {summary['seeds'][0]}."),
+        ("h2", "3. Probes"),
+        ("img", "probe/probe_bars.png", "Probe accuracy per task and classifier, every encoder (Figure 3a layout)."),
         ("h2", "4. The shared representation, mapped"),
-        ("img", "probe/tsne.png", "t-SNE of 2,000 test canvases: one row per task, vanilla left, DGR right "
-                                  "(Figure 3b layout). Coordinates in probe/coords.npz."),
-        ("h2", "5. What DGR changed here"),
-        *(("p", line) for line in _findings(histories, probe_cell, uni, tasks)),
-        ("p", f"Made by repeval {__version__} (`make demo`, seed {summary['seed']}) in {summary['seconds']} s. "
-              f"Runs: {summary['runs']['vanilla']} and {summary['runs']['dgr']}; probe, universality and plots "
-              f"in {summary['probe']}; every number here is in those folders' JSON files with its configuration."),
-    ]
-
-
-def _findings(histories, probe_cell, uni, tasks) -> list[str]:
-    """Plain statements of the differences measured, without claiming more than they show."""
-    acc = {n: statistics.mean(histories[n][-1]["test_accuracy"].values()) for n in histories}
-    probe_mean = {n: statistics.mean(v for (m, _, _), vals in probe_cell.items() if m == n for v in vals) for n in histories}
-    smaller_gap = [t for t in tasks if uni[("dgr", t)]["gap_mean"] < uni[("vanilla", t)]["gap_mean"]]
-    penalty = histories["dgr"][-1].get("dgr_penalty", {})
-    return [
-        f"Trained heads: mean test accuracy {acc['dgr']:.4f} with DGR vs {acc['vanilla']:.4f} vanilla "
-        f"({acc['dgr'] - acc['vanilla']:+.4f}).",
-        f"Simple classifiers on the frozen features: mean accuracy {probe_mean['dgr']:.4f} with DGR vs "
-        f"{probe_mean['vanilla']:.4f} vanilla ({probe_mean['dgr'] - probe_mean['vanilla']:+.4f}).",
-        f"Universality: DGR's random-head gap is smaller on {len(smaller_gap)} of {len(tasks)} tasks"
-        + (f" ({', '.join(smaller_gap)})." if smaller_gap else "."),
-        "DGR's penalty at the end of training (mean dummy-gradient norm per task): "
-        + ", ".join(f"{t} {v:.3f}" for t, v in penalty.items()) + ".",
-        "MultiDigits is an easy, nearly saturated benchmark and this is one seed: differences of a few tenths "
-        "of a percent are within seed-to-seed variation. Repeat with other --seed values (and on UTKFace) "
-        "before drawing conclusions.",
+        ("img", "probe/tsne.png", f"t-SNE of 2,000 test canvases, seed {summary['seeds'][0]}: one row per task, vanilla "
+                                  "left, DGR right (Figure 3b layout). Coordinates in probe/coords.npz."),
+        ("p", f"Made by repeval {__version__} (`make demo`) in {summary['seconds']} s. Runs: "
+              f"{', '.join(summary['runs'].values())}; probes in probe/, universality in universality-linear/ and "
+              "universality-mlp/, every number with its configuration in those folders' JSON files and summary.json."),
     ]

@@ -116,8 +116,27 @@ def source_from_checkpoint(path: str | os.PathLike, data_dir: str | None = None)
         dataset_args=args,
         build_encoder=lambda _input: model_from_checkpoint(ckpt).encoder,
         origin={"checkpoint": str(Path(path).resolve()), "backbone": ckpt["model"]["backbone"],
-                "dgr": (ckpt.get("train_config") or {}).get("dgr")},
+                "dgr": (ckpt.get("train_config") or {}).get("dgr"), **training_seed_group(ckpt.get("train_config") or {})},
     )
+
+
+# Keys of a training config that change neither the model nor its training: runs differing only
+# in these (and the seed) are one configuration trained with several seeds.
+_NOT_CONFIGURATION = ("seed", "out_dir", "progress", "num_workers", "device", "log_every")
+
+
+def training_seed_group(train_config: dict) -> dict:
+    """`training_seed` and `configuration` (a short label plus a hash of everything but the seed)
+    of a checkpoint's training config: checkpoints with the same `configuration` differ only
+    in their training seed."""
+    if not train_config:
+        return {}
+    rest = {k: v for k, v in train_config.items() if k not in _NOT_CONFIGURATION}
+    digest = hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    dgr = train_config.get("dgr")
+    label = f"{train_config.get('method', '?')}" + (f"+dgr-{dgr.get('lam'):g}" if dgr and dgr.get("lam") is not None else
+                                                   "+dgr" if dgr else "")
+    return {"training_seed": train_config.get("seed"), "configuration": f"{label} [{digest}]"}
 
 
 def source_from_timm(

@@ -41,7 +41,9 @@ def mean_std(values: list[float]) -> str:
 
 
 def summary_table(rows: list[dict], metric: str = "accuracy") -> Table:
-    """Rows: encoder x task; columns: classifiers; cells: mean ± std over seeds.
+    """Rows: encoder x task; columns: classifiers; cells: mean ± std over *probe* seeds (the
+    classifiers' own randomness; deterministic probes show no spread). The spread over training
+    seeds is `across_seeds.across_training_seeds`.
 
     >>> from rich.console import Console
     >>> Console().print(summary_table(rows))  # doctest: +SKIP
@@ -50,7 +52,7 @@ def summary_table(rows: list[dict], metric: str = "accuracy") -> Table:
     for row in rows:
         cells[(row["checkpoint"], row["task"], row["classifier"])].append(row[metric])
     classifiers = list(dict.fromkeys(r["classifier"] for r in rows))
-    table = Table(title=f"test {metric} of probes on frozen embeddings")
+    table = Table(title=f"test {metric} of probes on frozen embeddings (± std over probe seeds, not training seeds)")
     table.add_column("encoder", overflow="fold")
     table.add_column("task")
     for c in classifiers:

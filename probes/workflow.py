@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from repeval import __version__
+from repeval.probes.across_seeds import across_training_seeds, seeds_table
 from repeval.probes.config import EXTRACT_BATCH, MAP_MAX_POINTS
 from repeval.probes.embeddings import EmbeddingSet, EncoderSource, extract
 from repeval.probes.plots import plot_probe_bars
@@ -55,7 +56,8 @@ def probe(
     """Probe every source; write probe.json/.csv, the bar chart, the requested 2-D maps and,
     with `universality`, universality.json/.csv.
 
-    >>> from repeval.probes.config import EXTRACT_BATCH, MAP_MAX_POINTS
+    >>> from repeval.probes.across_seeds import across_training_seeds, seeds_table
+from repeval.probes.config import EXTRACT_BATCH, MAP_MAX_POINTS
 from repeval.probes.embeddings import source_from_checkpoint
     >>> results = probe([source_from_checkpoint("runs/demo/a/checkpoint.pt")],
     ...                 ProbeConfig(classifiers=("knn",)), "runs/probe-a")  # doctest: +SKIP
@@ -71,12 +73,16 @@ from repeval.probes.embeddings import source_from_checkpoint
                      "embeddings_from_cache": s.from_cache} for s in sets],
         "repeval_version": __version__,
     }
+    seeds = across_training_seeds(rows, sets, "accuracy", ("task", "classifier"))
+    provenance["across_training_seeds"] = seeds
     write_probe_results(rows, out_dir, provenance)
     plot_probe_bars(rows, out_dir / "probe_bars")
     for method in maps:
         embedding_maps(sets, out_dir, method=method, max_points=max_points, seed=config.seeds[0])
     if console is not None:
         console.print(summary_table(rows))
+        if seeds:
+            console.print(seeds_table(seeds, ("task", "classifier"), scale=100.0))
     measured = universality_of(sets, universality, out_dir, console) if universality is not None else None
     return ProbeResults(rows, measured)
 
@@ -85,7 +91,13 @@ def universality_of(sets: list[EmbeddingSet], config: UniversalityConfig, out_di
                     console: Console | None = None) -> list[dict]:
     """Measure universality of every (encoder, task); write universality.json / .csv."""
     rows = measure_universality(sets, config)
-    write_universality(rows, out_dir, universality_provenance(sets, config))
+    provenance = universality_provenance(sets, config)
+    provenance["across_training_seeds"] = seeds = [
+        e for value in ("gap_mean", "test_gap_mean") for e in across_training_seeds(rows, sets, value, ("task",))]
+    write_universality(rows, out_dir, provenance)
     if console is not None:
         console.print(universality_table(rows))
+        for value in ("gap_mean", "test_gap_mean"):
+            if any(e["value"] == value for e in seeds):
+                console.print(seeds_table([e for e in seeds if e["value"] == value], ("task",)))
     return rows
