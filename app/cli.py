@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Optional
 
 import typer
 from typer.exceptions import TyperException
@@ -17,9 +15,13 @@ from typer.exceptions import TyperException
 # Each command imports what it runs (torch, timm, scikit-learn, matplotlib) inside its body.
 from repeval import __version__
 from repeval.app.console import progress_default
+from repeval.app.options import (
+    DataDirOverride, DataOptions, Device, TimmDataset, TimmName, TimmWeights, expand, make_console, one_of,
+    parse_key_values, saying_where_training_stopped, encoder_sources,
+)
 from repeval.datasets import DATASETS, NEEDS_DATA_DIR
 from repeval.errors import (
-    InvalidChoiceError, NonFiniteLossError, RepevalError, TrainingInterrupted, check_choice, check_number,
+    InvalidChoiceError, NonFiniteLossError, RepevalError, check_choice, check_number,
 )
 from repeval.metrics import DELTA_VARIANTS
 from repeval.probes.config import HEADS as UNIVERSALITY_HEADS
@@ -43,64 +45,27 @@ app = typer.Typer(
 _T, _D, _P, _U = TrainConfig, DGRConfig, ProbeConfig, UniversalityConfig
 
 
-@contextlib.contextmanager
-def _saying_where_training_stopped():
-    """Ctrl-C in training: typer would turn it into a silent exit 130; say where the run stopped."""
-    try:
-        yield
-    except TrainingInterrupted as e:
-        print(f"stopped: {e}", file=sys.stderr)
-        raise typer.Exit(130) from None
-
-
-def _one_of(names) -> str:
-    return "one of: " + ", ".join(names)
-
-
-# Options shared by the commands that measure encoders (probe, universality).
-TimmName = Annotated[Optional[str], typer.Option("--timm", help="Measure a timm model instead of checkpoints.")]
-TimmWeights = Annotated[Optional[Path], typer.Option("--pretrained-file", help="Local weights for --timm.")]
-TimmDataset = Annotated[Optional[str], typer.Option("--dataset", help=f"Dataset for --timm, {_one_of(DATASETS.names())}.")]
-DataDirOverride = Annotated[Optional[Path], typer.Option("--data-dir", help="Override the data folder (the split stays the checkpoint's).")]
-DataOptions = Annotated[list[str], typer.Option("--data-option", help="Dataset argument KEY=VALUE for --timm.")]
-Device = Annotated[str, typer.Option("--device", help=_one_of(DEVICES))]
-
-
-def _parse_key_values(items: list[str], option: str) -> dict:
-    """`KEY=VALUE` pairs; values are read as JSON when they parse (numbers, true/false)."""
-    args = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidChoiceError(f"{option} must look like KEY=VALUE; got {item!r}")
-        try:
-            args[key] = json.loads(value)
-        except json.JSONDecodeError:
-            args[key] = value
-    return args
-
-
 @app.command()
 def train(
-    dataset: str = typer.Argument("multidigits", help=f"Dataset, {_one_of(DATASETS.names())}."),
+    dataset: str = typer.Argument("multidigits", help=f"Dataset, {one_of(DATASETS.names())}."),
     data_dir: Optional[Path] = typer.Option(None, help="Dataset folder (UTKFace: the unpacked UTKFace/ folder)."),
     data_option: list[str] = typer.Option([], help="Dataset argument KEY=VALUE, repeatable (e.g. n_train=2000)."),
     split_seed: int = typer.Option(0, help="Seed of the train/test split (kept apart from --seed)."),
     backbone: Optional[str] = typer.Option(None, help="Any timm model name; default per dataset."),
     pretrained_file: Optional[Path] = typer.Option(None, help="Local weights file for the backbone."),
     hidden: int = typer.Option(_T.hidden, help="Hidden width of each two-layer task head."),
-    method: str = typer.Option(_T.method, help=f"Multi-task method, {_one_of(METHODS.names())}."),
+    method: str = typer.Option(_T.method, help=f"Multi-task method, {one_of(METHODS.names())}."),
     method_option: list[str] = typer.Option([], help="Method option KEY=VALUE, repeatable (e.g. rho=0.1 for sam)."),
     task: Optional[str] = typer.Option(None, help="The task a --method single run trains."),
     rep_grad: bool = typer.Option(False, "--rep-grad", help=f"Task gradients at the shared representation ({', '.join(rep_grad_methods())})."),
     dgr: bool = typer.Option(False, "--dgr/--no-dgr", help="Add Dummy Gradient norm Regularization."),
     dgr_lambda: Optional[float] = typer.Option(None, help="DGR strength; default per penalty (see README)."),
-    dgr_penalty: str = typer.Option(_D.penalty, help=f"{_one_of(PENALTIES)} (norm: paper eq. 5; squared: authors' code)."),
-    dgr_estimator: str = typer.Option(_D.estimator, help=f"{_one_of(ESTIMATORS)} (exact: double backward; finite-diff: +-eps)."),
+    dgr_penalty: str = typer.Option(_D.penalty, help=f"{one_of(PENALTIES)} (norm: paper eq. 5; squared: authors' code)."),
+    dgr_estimator: str = typer.Option(_D.estimator, help=f"{one_of(ESTIMATORS)} (exact: double backward; finite-diff: +-eps)."),
     dgr_dummies: int = typer.Option(_D.dummies, help="Dummy heads per task."),
     dgr_eps: float = typer.Option(_D.eps, help="Finite-difference step (parameter-space norm)."),
     dgr_seed: int = typer.Option(_D.dummy_seed, help="Seed of the dummy heads."),
-    dgr_order: str = typer.Option(_D.order, help=f"{_one_of(ORDERS)}: DGR's gradient added after the method combines task gradients (authors' code), or inside each task's loss."),
+    dgr_order: str = typer.Option(_D.order, help=f"{one_of(ORDERS)}: DGR's gradient added after the method combines task gradients (authors' code), or inside each task's loss."),
     lr: Optional[float] = typer.Option(None, help="Adam learning rate; default per dataset."),
     weight_decay: float = typer.Option(_T.weight_decay),
     epochs: Optional[int] = typer.Option(None, help="Default per dataset."),
@@ -108,7 +73,7 @@ def train(
     lr_step: Optional[int] = typer.Option(None, help="StepLR period in epochs (0: never); default a third of the epochs."),
     lr_gamma: float = typer.Option(_T.lr_gamma),
     seed: int = typer.Option(_T.seed, help="Training seed (initialisation, shuffling)."),
-    device: str = typer.Option(_T.device, help=_one_of(DEVICES)),
+    device: str = typer.Option(_T.device, help=one_of(DEVICES)),
     num_workers: int = typer.Option(_T.num_workers, help="DataLoader worker processes."),
     out: Path = typer.Option(Path(_T.out_dir), help="Folder that receives the run folder."),
     resume: Optional[Path] = typer.Option(None, help="Continue this run folder from its last finished epoch."),
@@ -119,13 +84,13 @@ def train(
         config = TrainConfig(epochs=epochs)
         from repeval.training.loop import train as run_training
 
-        with _saying_where_training_stopped():
+        with saying_where_training_stopped():
             typer.echo(str(run_training(config, resume_dir=resume)))
         return
     if dataset in NEEDS_DATA_DIR and data_dir is None:
         raise InvalidChoiceError(f"dataset {dataset!r} needs --data-dir (the folder that holds its files)")
-    dataset_args = {"split_seed": split_seed, **_parse_key_values(data_option, "--data-option")}
-    method_args = _parse_key_values(method_option, "--method-option")
+    dataset_args = {"split_seed": split_seed, **parse_key_values(data_option, "--data-option")}
+    method_args = parse_key_values(method_option, "--method-option")
     if task is not None:
         method_args["task"] = task
     if rep_grad:
@@ -147,7 +112,7 @@ def train(
     )
     from repeval.training.loop import train as run_training
 
-    with _saying_where_training_stopped():
+    with saying_where_training_stopped():
         run_dir = run_training(config)
     typer.echo(str(run_dir))
 
@@ -155,7 +120,7 @@ def train(
 @app.command()
 def probe(
     checkpoints: list[Path] = typer.Argument(None, help="repeval checkpoint files (checkpoint.pt) or run folders."),
-    classifiers: str = typer.Option("dt,svm,knn", help=f"Comma list, {_one_of(PROBES.names())}."),
+    classifiers: str = typer.Option("dt,svm,knn", help=f"Comma list, {one_of(PROBES.names())}."),
     seeds: str = typer.Option("0", help="Comma list of seeds; several give mean ± std."),
     tune: bool = typer.Option(_P.tune, "--tune/--no-tune", help="Choose hyperparameters by CV on the training split."),
     jobs: int = typer.Option(_P.jobs, help="Parallel probe fits (-1: all cores)."),
@@ -173,7 +138,7 @@ def probe(
     out: Optional[Path] = typer.Option(None, help="Output folder (default runs/probe-<time>)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Default: on a terminal only."),
     universality: bool = typer.Option(False, "--universality/--no-universality", help="Also measure universality."),
-    head: str = typer.Option(_U.head, help=f"Universality head family, {_one_of(UNIVERSALITY_HEADS)}."),
+    head: str = typer.Option(_U.head, help=f"Universality head family, {one_of(UNIVERSALITY_HEADS)}."),
     n_random: int = typer.Option(_U.n_random, help="Random heads per task for --universality."),
     standardize: bool = typer.Option(False, "--standardize/--no-standardize", help="Standardise embeddings first."),
 ) -> None:
@@ -187,7 +152,7 @@ def probe(
     from repeval.training.loop import resolve_device
 
     measure = UniversalityConfig(n_random=n_random, head=head, standardize=standardize) if universality else None
-    sources = _sources(checkpoints, timm, pretrained_file, dataset, data_dir, data_option)
+    sources = encoder_sources(checkpoints, timm, pretrained_file, dataset, data_dir, data_option)
     maps = tuple(m for m, on in (("tsne", tsne), ("umap", umap)) if on)
     run_probe_workflow(sources, config, out, maps=maps, max_points=max_points, universality=measure,
                        device=str(resolve_device(device)), batch_size=batch_size, use_cache=cache,
@@ -199,7 +164,7 @@ def probe(
 @app.command("universality")
 def universality_command(
     checkpoints: list[Path] = typer.Argument(None, help="repeval checkpoints or run folders."),
-    head: str = typer.Option(_U.head, help=f"{_one_of(UNIVERSALITY_HEADS)} (linear: convex, Theorem 1's setting)."),
+    head: str = typer.Option(_U.head, help=f"{one_of(UNIVERSALITY_HEADS)} (linear: convex, Theorem 1's setting)."),
     n_random: int = typer.Option(_U.n_random, help="Random heads per task."),
     hidden: int = typer.Option(_U.hidden, help="Hidden width of MLP heads."),
     restarts: Optional[int] = typer.Option(None, help="L-BFGS restarts (default 1 linear, 3 mlp)."),
@@ -223,7 +188,7 @@ def universality_command(
 
     config = UniversalityConfig(n_random=n_random, head=head, hidden=hidden, restarts=restarts, tol=tol,
                                 standardize=standardize, seed=seed, l2=l2)
-    sets = extract_all(_sources(checkpoints, timm, pretrained_file, dataset, data_dir, data_option),
+    sets = extract_all(encoder_sources(checkpoints, timm, pretrained_file, dataset, data_dir, data_option),
                        device=str(resolve_device(device)))
     universality_of(sets, config, out, make_console())
     typer.echo(str(out))
@@ -232,7 +197,7 @@ def universality_command(
 @app.command()
 def tsne(
     checkpoints: list[Path] = typer.Argument(..., help="Checkpoints to map side by side."),
-    method: str = typer.Option("tsne", help=f"{_one_of(MAP_METHODS)}."),
+    method: str = typer.Option("tsne", help=f"{one_of(MAP_METHODS)}."),
     max_points: int = typer.Option(MAP_MAX_POINTS, help="Test samples shown."),
     seed: int = typer.Option(0),
     data_dir: DataDirOverride = None,
@@ -251,27 +216,9 @@ def tsne(
     from repeval.probes.workflow import extract_all
     from repeval.training.loop import resolve_device
 
-    sets = extract_all(_sources(checkpoints, None, None, None, data_dir, []), device=str(resolve_device(device)))
+    sets = extract_all(encoder_sources(checkpoints, None, None, None, data_dir, []), device=str(resolve_device(device)))
     embedding_maps(sets, out, method=method, max_points=max_points, seed=seed)
     typer.echo(str(out))
-
-
-def _sources(checkpoints, timm_name, pretrained_file, dataset, data_dir, data_option) -> list:
-    from repeval.probes.embeddings import source_from_checkpoint, source_from_timm
-
-    if timm_name is not None:
-        if checkpoints:
-            raise InvalidChoiceError("give either checkpoints or --timm, not both")
-        if dataset is None:
-            raise InvalidChoiceError(f"--timm needs --dataset, {_one_of(DATASETS.names())}")
-        args = _parse_key_values(data_option, "--data-option")
-        if data_dir is not None:
-            args["data_dir"] = str(data_dir)
-        return [source_from_timm(timm_name, dataset, pretrained_file, args)]
-    if not checkpoints:
-        raise InvalidChoiceError("give at least one checkpoint (or --timm NAME --dataset NAME)")
-    paths = [p / "checkpoint.pt" if p.is_dir() else p for p in checkpoints]
-    return [source_from_checkpoint(p, data_dir=None if data_dir is None else str(data_dir)) for p in paths]
 
 
 @app.command()
@@ -286,7 +233,7 @@ def demo(
     check_output_dir(out)
     from repeval.app.demo import run_demo
 
-    with _saying_where_training_stopped():
+    with saying_where_training_stopped():
         run_demo(out, epochs=epochs, progress=progress_default() if progress is None else progress)
 
 
@@ -308,7 +255,7 @@ def sweep(
 
 @app.command()
 def reproduce(
-    protocol: str = typer.Argument(..., help=f"Paper protocol, {_one_of(PROTOCOLS)}."),
+    protocol: str = typer.Argument(..., help=f"Paper protocol, {one_of(PROTOCOLS)}."),
     data_dir: Path = typer.Option(..., help="The unpacked UTKFace/ folder."),
     pretrained_file: Optional[Path] = typer.Option(None, help="ImageNet resnet50 weights (timm state dict)."),
     smoke: bool = typer.Option(False, "--smoke", help="Tiny settings: checks the whole pipeline in minutes on a CPU."),
@@ -328,7 +275,7 @@ def _run_sweep_and_report(spec: dict, out: Path, report: bool, progress: Optiona
     from repeval.training.results import write_report
     from repeval.training.sweep import run_sweep
 
-    with _saying_where_training_stopped():
+    with saying_where_training_stopped():
         folders = run_sweep(spec, out, progress=progress_default() if progress is None else progress)
     root = out / spec["name"]
     typer.echo(f"{len(folders)} runs in {root}")
@@ -342,7 +289,7 @@ def _run_sweep_and_report(spec: dict, out: Path, report: bool, progress: Optiona
 def report(
     runs: list[Path] = typer.Argument(..., help="Run folders or sweep folders (searched recursively)."),
     out: Path = typer.Option(Path("runs/report"), help="Folder for table.md/.csv/.tex, delta_mtl.png and report.json."),
-    delta: str = typer.Option("per-task", help=f"Delta_MTL averaging, {_one_of(DELTA_VARIANTS)}."),
+    delta: str = typer.Option("per-task", help=f"Delta_MTL averaging, {one_of(DELTA_VARIANTS)}."),
 ) -> None:
     """Table-1 style results (mean ± std over seeds, Δ_MTL vs single-task runs) and the Figure-2 chart."""
     check_choice("repeval report", "delta", delta, DELTA_VARIANTS)
@@ -356,8 +303,8 @@ def report(
 
 @app.command("compare")
 def compare_command(
-    group_a: list[Path] = typer.Option(..., "--a", help="Runs (or folders of runs) of configuration A, one per seed."),
-    group_b: list[Path] = typer.Option(..., "--b", help="Runs of configuration B, with A's seeds."),
+    group_a: list[str] = typer.Option(..., "--a", help="Runs (or folders of runs, or a quoted glob) of configuration A, one per seed; repeatable."),
+    group_b: list[str] = typer.Option(..., "--b", help="Runs of configuration B, with A's seeds; repeatable."),
     out: Optional[Path] = typer.Option(None, help="Folder for compare.json and compare.md."),
 ) -> None:
     """Paired comparison of two configurations over shared training seeds: B − A per task, its 95 %
@@ -366,7 +313,7 @@ def compare_command(
         check_output_dir(out)
     from repeval.training.results import compare
 
-    comparisons, table = compare(group_a, group_b)
+    comparisons, table = compare(expand(group_a, "--a"), expand(group_b, "--b"))
     typer.echo(table)
     if out is not None:
         from repeval.storage import atomic_json, atomic_write
@@ -404,12 +351,6 @@ def main(argv: list[str] | None = None) -> int:
         print("aborted", file=sys.stderr)
         return 130
     return result if isinstance(result, int) else 0
-
-
-def make_console():
-    from repeval.app.console import console
-
-    return console()
 
 
 def console() -> None:

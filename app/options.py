@@ -1,0 +1,90 @@
+"""What the commands share: option types, option parsing, and turning a Ctrl-C into a message.
+Torch-free, like `cli.py`: heavy modules load inside the functions that need them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from repeval.datasets import DATASETS
+from repeval.errors import InvalidChoiceError, TrainingInterrupted
+from repeval.training.config import DEVICES
+
+
+@contextlib.contextmanager
+def saying_where_training_stopped():
+    """Ctrl-C in training: typer would turn it into a silent exit 130; say where the run stopped."""
+    try:
+        yield
+    except TrainingInterrupted as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        raise typer.Exit(130) from None
+
+
+def one_of(names) -> str:
+    return "one of: " + ", ".join(names)
+
+
+# Options shared by the commands that measure encoders (probe, universality).
+TimmName = Annotated[Optional[str], typer.Option("--timm", help="Measure a timm model instead of checkpoints.")]
+TimmWeights = Annotated[Optional[Path], typer.Option("--pretrained-file", help="Local weights for --timm.")]
+TimmDataset = Annotated[Optional[str], typer.Option("--dataset", help=f"Dataset for --timm, {one_of(DATASETS.names())}.")]
+DataDirOverride = Annotated[Optional[Path], typer.Option("--data-dir", help="Override the data folder (the split stays the checkpoint's).")]
+DataOptions = Annotated[list[str], typer.Option("--data-option", help="Dataset argument KEY=VALUE for --timm.")]
+Device = Annotated[str, typer.Option("--device", help=one_of(DEVICES))]
+
+
+def parse_key_values(items: list[str], option: str) -> dict:
+    """`KEY=VALUE` pairs; values are read as JSON when they parse (numbers, true/false)."""
+    args = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidChoiceError(f"{option} must look like KEY=VALUE; got {item!r}")
+        try:
+            args[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args[key] = value
+    return args
+
+
+def encoder_sources(checkpoints, timm_name, pretrained_file, dataset, data_dir, data_option) -> list:
+    from repeval.probes.embeddings import source_from_checkpoint, source_from_timm
+
+    if timm_name is not None:
+        if checkpoints:
+            raise InvalidChoiceError("give either checkpoints or --timm, not both")
+        if dataset is None:
+            raise InvalidChoiceError(f"--timm needs --dataset, {one_of(DATASETS.names())}")
+        args = parse_key_values(data_option, "--data-option")
+        if data_dir is not None:
+            args["data_dir"] = str(data_dir)
+        return [source_from_timm(timm_name, dataset, pretrained_file, args)]
+    if not checkpoints:
+        raise InvalidChoiceError("give at least one checkpoint (or --timm NAME --dataset NAME)")
+    paths = [p / "checkpoint.pt" if p.is_dir() else p for p in checkpoints]
+    return [source_from_checkpoint(p, data_dir=None if data_dir is None else str(data_dir)) for p in paths]
+
+
+def expand(patterns: list[str], option: str) -> list[Path]:
+    """Paths, with quoted globs expanded here (`--a 'runs/grid/ew-seed*'`)."""
+    import glob
+
+    paths = []
+    for pattern in patterns:
+        found = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not found:
+            raise InvalidChoiceError(f"{option} {pattern!r} matches no run folder")
+        paths += [Path(p) for p in found]
+    return paths
+
+
+def make_console():
+    from repeval.app.console import console
+
+    return console()
