@@ -35,10 +35,12 @@ DEMO_EPOCHS, DEMO_LR_STEP = 10, 4
 SEEDS = (0, 1, 2)
 PROBE_CLASSIFIERS = ("dt", "svm", "knn")
 FAMILIES = ("linear", "mlp")
-# The optimal head is fitted with this L2 penalty on its weights: on these embeddings the
+# The optimal *linear* head is fitted with this L2 penalty on its weights: on these embeddings the
 # unpenalised optimum separates the training split (loss ~0, weights growing without bound), its
-# test loss explodes, and the gap stops measuring anything but the embedding's scale.
-DEMO_L2 = 1e-2
+# test loss explodes, and the gap stops measuring anything but the embedding's scale. The MLP
+# family keeps the definition as written (a penalised MLP fit runs to its iteration limit: minutes
+# per encoder); its rows are flagged separable, and their test gap is the figure to read.
+DEMO_L2 = {"linear": 1e-2, "mlp": 0.0}
 CONFIGS = {"vanilla": None, "dgr": DGRConfig()}
 
 
@@ -87,14 +89,14 @@ def train_configs(out: Path, base: TrainConfig, configs: dict[str, DGRConfig | N
 
 def measure_runs(out: Path, runs: dict[tuple[str, int], Path], progress: bool = False):
     """Metrics histories, probe rows (dt, svm, knn) and universality rows (linear and MLP heads,
-    optimal head with `DEMO_L2`) of every run; and the embedding sets."""
+    optimal head penalised by `DEMO_L2`) of every run; and the embedding sets."""
     histories = {key: read_metrics(path) for key, path in runs.items()}
     sources = [replace(source_from_checkpoint(path / "checkpoint.pt"), name=f"{n}-seed{s}") for (n, s), path in runs.items()]
     probe_rows = probe(sources, ProbeConfig(classifiers=PROBE_CLASSIFIERS, seeds=(0,), jobs=2), out / "probe",
                        progress=progress).rows
     sets = extract_all(sources)  # from the cache probe just filled
-    universality = {family: universality_of(sets, UniversalityConfig(head=family, l2=DEMO_L2), out / f"universality-{family}")
-                    for family in FAMILIES}
+    universality = {family: universality_of(sets, UniversalityConfig(head=family, l2=DEMO_L2[family]),
+                                            out / f"universality-{family}") for family in FAMILIES}
     return histories, probe_rows, universality, sets
 
 
@@ -173,9 +175,10 @@ def _report_blocks(comparisons: list[dict], summary: dict, tasks: list[str], bas
               "Probes: decision tree, RBF SVM and kNN (scikit-learn defaults) on the frozen train-split features, "
               "scored on the test split (the paper's Figure 3a). Universality gap: the matched loss of a random, "
               "untrained head minus that of the best fitted head (paper Definition 2), on the training split and, "
-              "with the training split's permutation and optimal head, on the test split. The best head is fitted "
-              f"with an L2 penalty of {DEMO_L2:g} on its weights: without it these embeddings are linearly separable, "
-              "its loss goes to 0 at unbounded weights and the gap measures only the features' scale."),
+              "with the training split's permutation and optimal head, on the test split. The best linear head is "
+              f"fitted with an L2 penalty of {DEMO_L2['linear']:g} on its weights: without it these embeddings are "
+              "linearly separable, its loss goes to 0 at unbounded weights and the gap measures only the features' "
+              "scale. The MLP family follows the definition as written (no penalty)."),
         ("p", f"Across the {len(comparisons)} comparisons: DGR better on {better}, worse on {worse}, no detectable "
               f"difference on {len(comparisons) - better - worse} (n = {n} seeds; with so few seeds only large, "
               "consistent differences can be detected, and some of the comparisons will come out 'better' or "

@@ -6,7 +6,7 @@ The table goes into the README ("What DGR does on MultiDigits"), whatever it say
 
     python benchmarks/claims_multidigits.py [--seeds 5] [--lambdas 0.1,0.3,1] [--out runs/claims]
 
-Runs, probes and universality files stay in --out; rerunning reuses finished runs. About 8
+Runs, probes and universality files stay in --out; rerunning reuses finished runs. About 5
 minutes on 2 CPU cores.
 """
 
@@ -46,7 +46,7 @@ def main() -> None:
         rows.setdefault((c["quantity"], c["task"]), {})[c["b"]] = c
     print(f"MultiDigits ({DEMO_DATA}, {DEMO_EPOCHS} epochs, test_resnet), {len(seeds)} training seeds per configuration; "
           f"DGR - vanilla per seed: mean [95 % t-interval], verdict for DGR. Accuracies in points, gaps in nats; "
-          f"universality with an L2 penalty of {DEMO_L2:g} on the optimal head.\n")
+          f"universality: optimal linear head with an L2 penalty of {DEMO_L2['linear']:g}, MLP heads unpenalised.\n")
     header = ["quantity", "task", *[f"DGR λ={n.removeprefix('dgr-')}" for n in names]]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
