@@ -20,7 +20,7 @@ from repeval.probes.embeddings import source_from_checkpoint
 from repeval.probes.report import embedding_maps, summary_table
 from repeval.probes.universality_report import SEPARABLE_NOTE, universality_table
 from repeval.probes.workflow import extract_all, probe, universality_of
-from repeval.stats import paired, seed_summary
+from repeval.stats import SeedSummary, paired, seed_summary
 from repeval.storage import atomic_json
 from repeval.training.config import DGRConfig, TrainConfig
 from repeval.training.curves import plot_training_curves
@@ -138,9 +138,7 @@ def compare_to_reference(reference: str, histories, probe_rows, universality, ta
 
 
 def _cell(s: dict, scale: float) -> str:
-    if s["std"] is None:
-        return f"{s['mean'] * scale:.2f}"
-    return f"{s['mean'] * scale:.2f} ± {s['std'] * scale:.2f} [{s['ci_low'] * scale:.2f}, {s['ci_high'] * scale:.2f}]"
+    return SeedSummary(**s).text(scale)
 
 
 def _report_blocks(comparisons: list[dict], summary: dict, tasks: list[str], base: TrainConfig) -> list[tuple]:

@@ -10,7 +10,7 @@ import numpy as np
 from rich.table import Table
 
 from repeval.probes.embeddings import EmbeddingSet
-from repeval.stats import seed_summary
+from repeval.stats import SeedSummary, seed_summary
 
 
 def across_training_seeds(rows: list[dict], sets: list[EmbeddingSet], value: str, by: tuple[str, ...]) -> list[dict]:
@@ -40,5 +40,5 @@ def seeds_table(entries: list[dict], by: tuple[str, ...], scale: float = 1.0) ->
         table.add_column(column, justify="right" if column in ("n", "summary") else "left", overflow="fold")
     for e in entries:
         table.add_row(e["configuration"], *(str(e[k]) for k in by), str(e["n"]),
-                      f"{e['mean'] * scale:.2f} ± {e['std'] * scale:.2f} [{e['ci_low'] * scale:.2f}, {e['ci_high'] * scale:.2f}]")
+                      SeedSummary(**{k: e[k] for k in ("n", "mean", "std", "ci_low", "ci_high")}).text(scale))
     return table

@@ -34,12 +34,14 @@ class SeedSummary:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def text(self, scale: float = 1.0, digits: int = 2) -> str:
-        """`"98.20 ± 0.30 [97.46, 98.94] n=3"` (mean ± std, 95 % interval, n)."""
+    def text(self, scale: float = 1.0, digits: int = 2, with_n: bool = False) -> str:
+        """`"98.20 ± 0.30 [97.46, 98.94]"`: mean ± std [95 % interval] (`with_n`: then `" n=3"`);
+        one seed shows the mean alone, claiming no spread."""
+        n = f" n={self.n}" if with_n else ""
         if self.std is None:
-            return f"{self.mean * scale:.{digits}f} (n=1)"
+            return f"{self.mean * scale:.{digits}f}" + (" (n=1)" if with_n else "")
         return (f"{self.mean * scale:.{digits}f} ± {self.std * scale:.{digits}f} "
-                f"[{self.ci_low * scale:.{digits}f}, {self.ci_high * scale:.{digits}f}] n={self.n}")
+                f"[{self.ci_low * scale:.{digits}f}, {self.ci_high * scale:.{digits}f}]{n}")
 
 
 def seed_summary(values: Sequence[float]) -> SeedSummary:

@@ -13,9 +13,9 @@ def test_seed_summary_is_mean_sample_std_and_a_95_percent_t_interval():
     half = 4.302652729911275 * std / math.sqrt(3)  # t(0.975, df=2)
     assert (s.n, s.mean, s.std) == (3, pytest.approx(0.93), pytest.approx(std))
     assert (s.ci_low, s.ci_high) == (pytest.approx(0.93 - half), pytest.approx(0.93 + half))
-    assert s.text(scale=100) == f"93.00 ± {100 * std:.2f} [{100 * (0.93 - half):.2f}, {100 * (0.93 + half):.2f}] n=3"
+    assert s.text(scale=100, with_n=True) == f"93.00 ± {100 * std:.2f} [{100 * (0.93 - half):.2f}, {100 * (0.93 + half):.2f}] n=3"
     one = seed_summary([0.5])
-    assert (one.std, one.ci_low, one.text()) == (None, None, "0.50 (n=1)")
+    assert (one.std, one.ci_low, one.text(with_n=True), one.text()) == (None, None, "0.50 (n=1)", "0.50")
     with pytest.raises(ValueError):
         seed_summary([])
 

@@ -151,12 +151,7 @@ def ranks(rows: list[Row], tasks: list[str]) -> dict[tuple[int, str], int]:
 def _cell(row: Row, column: str) -> str | None:
     if column == "delta":
         return None if row.delta is None else f"{100 * row.delta:+.2f}"
-    if column not in row.summary:
-        return None
-    s = row.summary[column]
-    if s.std is None:
-        return f"{100 * s.mean:.2f}"
-    return f"{100 * s.mean:.2f} ± {100 * s.std:.2f} [{100 * s.ci_low:.2f}, {100 * s.ci_high:.2f}]"
+    return row.summary[column].text(scale=100) if column in row.summary else None
 
 
 def render_markdown(rows: list[Row], tasks: list[str], with_delta: bool) -> str:
