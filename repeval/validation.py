@@ -8,6 +8,7 @@ checks its values' ranges. Nothing here imports torch: the CLI validates before 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -124,3 +125,33 @@ def parse_seeds(text: str, option: str = "--seeds") -> tuple[int, ...]:
     for seed in seeds:
         check_seed(option, "seed", seed)
     return seeds
+
+
+def check_options(kind: str, name: str, options: Mapping[str, Any], defaults: Mapping[str, Any],
+                  free: tuple[str, ...] = ()) -> None:
+    """A registry entry's options (a method's, a dataset's) against its factory's keyword defaults:
+    unknown names, values not of the default's type (str where the default is None), non-finite
+    floats. Names in `free` are checked by the factory itself.
+
+    >>> check_options("method", "sam", {"rho": "big"}, {"rho": 0.05})
+    Traceback (most recent call last):
+    ...
+    repeval.errors.InvalidChoiceError: The 'rho' option of method 'sam' must be a float. Got 'big' instead.
+    """
+    for key, value in options.items():
+        if key not in defaults:
+            raise InvalidChoiceError(
+                f"{kind} {name!r} has no option {key!r}; its options are: {', '.join(defaults) or 'none'}")
+        if key in free:
+            continue
+        expected = str if defaults[key] is None else type(defaults[key])
+        if expected is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool)
+        if not ok:
+            article = "an" if expected is int else "a"
+            raise InvalidChoiceError(
+                f"The {key!r} option of {kind} {name!r} must be {article} {expected.__name__}. Got {value!r} instead.")
+        if expected is float and not math.isfinite(value):
+            raise InvalidChoiceError(f"The {key!r} option of {kind} {name!r} must be finite. Got {value!r} instead.")

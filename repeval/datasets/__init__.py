@@ -12,8 +12,8 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from repeval.errors import InvalidChoiceError
 from repeval.registry import Registry
+from repeval.validation import check_options
 
 if TYPE_CHECKING:
     from repeval.datasets.base import DatasetBundle
@@ -58,23 +58,7 @@ def check_args(name: str, args: dict) -> None:
     repeval.errors.InvalidChoiceError: dataset 'multidigits' has no option 'n_trian'; its options are: split_seed, n_train, n_test, canvas, digit_size, jitter, test_fraction
     """
     allowed = dataset_options(name)
-    for key, value in args.items():
-        if key not in allowed:
-            raise InvalidChoiceError(
-                f"dataset {name!r} has no option {key!r}; its options are: {', '.join(allowed)}"
-            )
-        default = allowed[key]
-        if default is None or key == "data_dir":
-            continue
-        kind = type(default)
-        ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
-        if kind is float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not ok:
-            article = "an" if kind is int else "a"
-            raise InvalidChoiceError(
-                f"The {key!r} option of dataset {name!r} must be {article} {kind.__name__}. Got {value!r} instead."
-            )
+    check_options("dataset", name, args, allowed, free=("data_dir",))
     _module(name).check_args(**{**allowed, **args})
 
 

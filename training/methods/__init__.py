@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from repeval.errors import InvalidChoiceError
 from repeval.registry import Registry
+from repeval.validation import check_options
 
 if TYPE_CHECKING:
     from repeval.training.methods.base import Method
@@ -59,20 +59,7 @@ def check_method_options(name: str, options: dict[str, Any]) -> None:
             f"--rep-grad applies to {', '.join(rep_grad_methods())} only (their papers take task gradients at "
             f"the shared representation); method {name!r} combines gradients of the encoder's parameters"
         )
-    allowed = method_options(name)
-    for key, value in options.items():
-        if key not in allowed:
-            known = ", ".join(allowed) if allowed else "none"
-            raise InvalidChoiceError(f"method {name!r} has no option {key!r}; its options are: {known}")
-        default = allowed[key]
-        kind = type(default) if default is not None else str
-        ok = isinstance(value, kind) or (kind is float and isinstance(value, int) and not isinstance(value, bool))
-        if ok and kind is float and not math.isfinite(value):
-            raise InvalidChoiceError(f"The {key!r} option of method {name!r} must be finite. Got {value!r} instead.")
-        if not ok:
-            raise InvalidChoiceError(
-                f"The {key!r} option of method {name!r} must be a {kind.__name__}. Got {value!r} instead."
-            )
+    check_options("method", name, options, method_options(name))
 
 
 def create_method(name: str, num_tasks: int, **options: Any) -> Method:
