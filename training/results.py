@@ -215,11 +215,15 @@ def paired_comparisons(rows: list[Row], tasks: list[str]) -> list[dict]:
         if row.dgr_lambda is None or reference is None or row.method == SINGLE:
             continue
         for task in tasks:
-            a, b = reference.by_seed(task), row.by_seed(task)
-            if set(a) & set(b):
-                out.append({"a": reference.label, "b": row.label, "task": task, "metric": "test accuracy",
-                            **paired(a, b, higher_is_better=True).to_dict()})
+            if set(reference.by_seed(task)) & set(row.by_seed(task)):
+                out.append(_paired_rows(reference, row, task))
     return out
+
+
+def _paired_rows(a: Row, b: Row, task: str) -> dict:
+    """B − A on `task`'s test accuracy (higher is better), seed by seed."""
+    return {"a": a.label, "b": b.label, "task": task, "metric": "test accuracy",
+            **paired(a.by_seed(task), b.by_seed(task), higher_is_better=True).to_dict()}
 
 
 def render_paired(comparisons: list[dict]) -> str:
@@ -257,8 +261,7 @@ def compare(paths_a: list[str | Path], paths_b: list[str | Path]) -> tuple[list[
         if not set(a.by_seed(task)) & set(b.by_seed(task)):
             raise InvalidChoiceError(f"groups A and B share no training seed (A: {sorted(a.by_seed(task))}, "
                                      f"B: {sorted(b.by_seed(task))}); run B with A's seeds")
-        comparisons.append({"a": a.label, "b": b.label, "task": task, "metric": "test accuracy",
-                            **paired(a.by_seed(task), b.by_seed(task), higher_is_better=True).to_dict()})
+        comparisons.append(_paired_rows(a, b, task))
     return comparisons, render_paired(comparisons)
 
 
