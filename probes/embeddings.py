@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from repeval import __version__, datasets
-from repeval.checkpoint import content_hash, load_checkpoint, model_from_checkpoint
+from repeval.checkpoint import EXECUTION_FIELDS, content_hash, load_checkpoint, model_from_checkpoint
 from repeval.datasets import InputNormalizer, InputSpec, collate_batch
 from repeval.models import build_encoder, check_backbone
 from repeval.probes.config import EXTRACT_BATCH
@@ -120,9 +120,6 @@ def source_from_checkpoint(path: str | os.PathLike, data_dir: str | None = None)
     )
 
 
-# Keys of a training config that change neither the model nor its training: runs differing only
-# in these (and the seed) are one configuration trained with several seeds.
-_NOT_CONFIGURATION = ("seed", "out_dir", "progress", "num_workers", "device", "log_every")
 
 
 def training_seed_group(train_config: dict) -> dict:
@@ -131,7 +128,8 @@ def training_seed_group(train_config: dict) -> dict:
     in their training seed."""
     if not train_config:
         return {}
-    rest = {k: v for k, v in train_config.items() if k not in _NOT_CONFIGURATION}
+    # Runs differing only in how they were executed, and in the seed, are one configuration.
+    rest = {k: v for k, v in train_config.items() if k not in (*EXECUTION_FIELDS, "seed")}
     digest = hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:8]
     dgr = train_config.get("dgr")
     label = f"{train_config.get('method', '?')}" + (f"+dgr-{dgr.get('lam'):g}" if dgr and dgr.get("lam") is not None else

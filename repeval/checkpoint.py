@@ -32,6 +32,9 @@ from repeval.tasks import TaskSpec
 
 FORMAT = "repeval.checkpoint"
 FORMAT_VERSION = 1
+# `train_config` fields that change neither the trained model nor its metrics (where and how a
+# run was executed): two runs whose configs differ only here are the same experiment.
+EXECUTION_FIELDS = ("out_dir", "progress", "num_workers", "log_every", "device")
 
 
 def make_checkpoint(

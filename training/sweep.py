@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from repeval import __version__, datasets
+from repeval.checkpoint import EXECUTION_FIELDS
 from repeval.errors import FolderInUseError, InvalidChoiceError, RepevalError, check_number, check_seed
 from repeval.storage import atomic_json, check_output_dir, folder_lock, remove_stale_temporaries
 from repeval.training import run as run_files
@@ -190,7 +191,7 @@ def run_status(run_dir: Path, config: TrainConfig) -> str:
 
 def _comparable(config: TrainConfig) -> dict:
     d = config.to_dict()
-    for key in ("progress", "out_dir", "num_workers", "log_every", "device"):
+    for key in EXECUTION_FIELDS:
         d.pop(key)
     return d
 
