@@ -23,12 +23,12 @@ from repeval.datasets import DATASETS, NEEDS_DATA_DIR
 from repeval.errors import (
     InvalidChoiceError, NonFiniteLossError, RepevalError, check_choice, check_number,
 )
-from repeval.metrics import DELTA_VARIANTS
+from repeval.metrics import DELTA_VARIANTS, PUBLISHED_BASES
 from repeval.probes.config import HEADS as UNIVERSALITY_HEADS
 from repeval.probes.config import EXTRACT_BATCH, MAP_MAX_POINTS, MAP_METHODS, ProbeConfig, UniversalityConfig
 from repeval.probes.registry import PROBES, parse_classifiers
 from repeval.storage import check_output_dir
-from repeval.training.config import DEVICES, ESTIMATORS, ORDERS, PENALTIES, DGRConfig, TrainConfig
+from repeval.training.config import DEVICES, ESTIMATORS, OPTIMIZERS, ORDERS, PENALTIES, SCHEDULES, DGRConfig, TrainConfig
 from repeval.training.methods import METHODS, rep_grad_methods
 from repeval.training.reproduce import PROTOCOLS
 from repeval.validation import parse_seeds
@@ -54,6 +54,8 @@ def train(
     backbone: Optional[str] = typer.Option(None, help="Any timm model name; default per dataset."),
     pretrained_file: Optional[Path] = typer.Option(None, help="Local weights file for the backbone."),
     hidden: int = typer.Option(_T.hidden, help="Hidden width of each two-layer task head."),
+    aspp_width: Optional[int] = typer.Option(None, help="Channels of dense tasks' DeepLabv3 heads; default per dataset (256: the reference)."),
+    aspp_rates: str = typer.Option(_T.aspp_rates, help="ASPP dilation rates, e.g. 12,24,36; auto: the reference's on maps of 32+ rows, scaled down on smaller ones."),
     method: str = typer.Option(_T.method, help=f"Multi-task method, {one_of(METHODS.names())}."),
     method_option: list[str] = typer.Option([], help="Method option KEY=VALUE, repeatable (e.g. rho=0.1 for sam)."),
     task: Optional[str] = typer.Option(None, help="The task a --method single run trains."),
@@ -66,10 +68,12 @@ def train(
     dgr_eps: float = typer.Option(_D.eps, help="Finite-difference step (parameter-space norm)."),
     dgr_seed: int = typer.Option(_D.dummy_seed, help="Seed of the dummy heads."),
     dgr_order: str = typer.Option(_D.order, help=f"{one_of(ORDERS)}: DGR's gradient added after the method combines task gradients (authors' code), or inside each task's loss."),
-    lr: Optional[float] = typer.Option(None, help="Adam learning rate; default per dataset."),
-    weight_decay: float = typer.Option(_T.weight_decay),
+    lr: Optional[float] = typer.Option(None, help="Learning rate; default per dataset."),
+    optimizer: Optional[str] = typer.Option(None, help=f"{one_of(OPTIMIZERS)}; default per dataset (sgd: momentum 0.9)."),
+    schedule: Optional[str] = typer.Option(None, help=f"{one_of(SCHEDULES)}; default per dataset."),
+    weight_decay: Optional[float] = typer.Option(None, help="Default per dataset."),
     epochs: Optional[int] = typer.Option(None, help="Default per dataset."),
-    batch_size: int = typer.Option(_T.batch_size),
+    batch_size: Optional[int] = typer.Option(None, help="Default per dataset."),
     lr_step: Optional[int] = typer.Option(None, help="StepLR period in epochs (0: never); default a third of the epochs."),
     lr_gamma: float = typer.Option(_T.lr_gamma),
     seed: int = typer.Option(_T.seed, help="Training seed (initialisation, shuffling)."),
@@ -102,6 +106,10 @@ def train(
         backbone=backbone,
         pretrained_file=None if pretrained_file is None else str(pretrained_file),
         hidden=hidden,
+        aspp_width=aspp_width,
+        aspp_rates=aspp_rates,
+        optimizer=optimizer,
+        schedule=schedule,
         method=method,
         method_args=method_args,
         dgr=DGRConfig(lam=dgr_lambda, dummies=dgr_dummies, penalty=dgr_penalty, estimator=dgr_estimator,
@@ -256,22 +264,32 @@ def sweep(
 @app.command()
 def reproduce(
     protocol: str = typer.Argument(..., help=f"Paper protocol, {one_of(PROTOCOLS)}."),
-    data_dir: Path = typer.Option(..., help="The unpacked UTKFace/ folder."),
-    pretrained_file: Optional[Path] = typer.Option(None, help="ImageNet resnet50 weights (timm state dict)."),
-    smoke: bool = typer.Option(False, "--smoke", help="Tiny settings: checks the whole pipeline in minutes on a CPU."),
+    data_dir: Optional[Path] = typer.Option(None, help="The dataset folder (UTKFace/, or NYUv2's or Cityscapes' preprocessed layout)."),
+    pretrained_file: Optional[Path] = typer.Option(None, help="ImageNet resnet50 weights (timm state dict; utkface)."),
+    smoke: bool = typer.Option(False, "--smoke", help="Tiny settings: checks the whole pipeline in minutes on a CPU (nyuv2/cityscapes: on generated data when no --data-dir)."),
     out: Path = typer.Option(Path("runs/sweeps"), help="Folder that receives the sweep."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Default: on a terminal only."),
 ) -> None:
-    """Run the paper's protocol (Table 1 and Figure 2) as a resumable sweep, then report it."""
+    """Run a paper protocol as a resumable sweep, then report it: utkface (Table 1, Figure 2),
+    nyuv2 (Table 2, SPLIT) or cityscapes (Table 3, SPLIT)."""
     check_choice("reproduce", "protocol", protocol, PROTOCOLS)
+    if data_dir is None and not (smoke and protocol != "utkface"):
+        raise InvalidChoiceError(f"reproduce {protocol} needs --data-dir (the folder that holds its files)")
     check_output_dir(out)
-    from repeval.training.reproduce import utkface_spec
+    if protocol == "utkface":
+        from repeval.training.reproduce import utkface_spec
 
-    spec = utkface_spec(data_dir, pretrained_file, smoke=smoke)
-    _run_sweep_and_report(spec, out, True, progress)
+        _run_sweep_and_report(utkface_spec(data_dir, pretrained_file, smoke=smoke), out, True, progress)
+        return
+    from repeval.training.reproduce import scene_spec, smoke_data
+
+    if data_dir is None:
+        data_dir = smoke_data(protocol, out / f"{protocol}-smoke-data")
+    spec, baseline = scene_spec(protocol, data_dir, smoke=smoke)
+    _run_sweep_and_report(spec, out, True, progress, baseline=baseline)
 
 
-def _run_sweep_and_report(spec: dict, out: Path, report: bool, progress: Optional[bool]) -> None:
+def _run_sweep_and_report(spec: dict, out: Path, report: bool, progress: Optional[bool], baseline: Optional[str] = None) -> None:
     from repeval.training.results import write_report
     from repeval.training.sweep import run_sweep
 
@@ -280,7 +298,7 @@ def _run_sweep_and_report(spec: dict, out: Path, report: bool, progress: Optiona
     root = out / spec["name"]
     typer.echo(f"{len(folders)} runs in {root}")
     if report:
-        where, table = write_report([root], root / "report")
+        where, table = write_report([root], root / "report", baseline=baseline)
         typer.echo(table)
         typer.echo(f"report: {where}")
 
@@ -290,13 +308,16 @@ def report(
     runs: list[Path] = typer.Argument(..., help="Run folders or sweep folders (searched recursively)."),
     out: Path = typer.Option(Path("runs/report"), help="Folder for table.md/.csv/.tex, delta_mtl.png and report.json."),
     delta: str = typer.Option("per-task", help=f"Delta_MTL averaging, {one_of(DELTA_VARIANTS)}."),
+    baseline: Optional[str] = typer.Option(None, help=f"Published single-task numbers for Delta_MTL, {one_of(PUBLISHED_BASES)} (default: the single-task runs among RUNS)."),
 ) -> None:
     """Table-1 style results (mean ± std over seeds, Δ_MTL vs single-task runs) and the Figure-2 chart."""
     check_choice("repeval report", "delta", delta, DELTA_VARIANTS)
+    if baseline is not None:
+        check_choice("repeval report", "baseline", baseline, tuple(PUBLISHED_BASES))
     check_output_dir(out)
     from repeval.training.results import write_report
 
-    where, table = write_report(runs, out, variant=delta)
+    where, table = write_report(runs, out, variant=delta, baseline=baseline)
     typer.echo(table)
     typer.echo(f"report: {where}")
 

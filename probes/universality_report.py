@@ -17,6 +17,7 @@ from scipy.stats import spearmanr
 
 from repeval import __version__
 from repeval.checkpoint import load_checkpoint
+from repeval.models import V1_DUMMY_KEYS
 from repeval.probes.embeddings import EmbeddingSet
 from repeval.probes.config import UniversalityConfig  # noqa: F401 - re-exported
 from repeval.storage import atomic_json, atomic_write
@@ -33,7 +34,8 @@ def _checkpoint_heads(ckpt: dict | None, task: str) -> tuple[list, list | None]:
     if ckpt is None:
         return [], None
     dummies = ckpt["dummy_heads"].get(task)
-    stored = [] if not dummies else [[dummies[k][j] for k in ("w1", "b1", "w2", "b2")] for j in range(dummies["w1"].shape[0])]
+    keys = list(V1_DUMMY_KEYS.values())  # a two-layer head's stacked W1, b1, W2, b2
+    stored = [] if not dummies else [[dummies[k][j] for k in keys] for j in range(dummies[keys[0]].shape[0])]
     head = ckpt["heads"][task]
     return stored, [head["0.weight"], head["0.bias"], head["2.weight"], head["2.bias"]]
 

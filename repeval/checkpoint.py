@@ -3,16 +3,19 @@
 A checkpoint is a dict of tensors and plain Python types, loadable with
 `torch.load(path, weights_only=True)`:
 
-    format, format_version, package_version
-    model:    backbone, in_chans, num_features, hidden, dummies, dummy_seed, pretrained_file
+    format, format_version (2), package_version
+    model:    backbone, in_chans, num_features, hidden, heads (HeadConfig: hidden, width, rates),
+              dense (feature-map encoder at output stride 8), map_side, dummies, dummy_seed,
+              pretrained_file
     encoder:  encoder state dict
-    heads:    {task: head state dict};  dummy_heads: {task: {w1, b1, w2, b2}} (may be empty)
-    tasks:    [{name, num_classes, label_names, ordinal}]
+    heads:    {task: head state dict};  dummy_heads: {task: stacked head parameters} (may be empty)
+    tasks:    [{name, num_classes, label_names, ordinal, kind, options}]
     dataset:  {name, args}  (args rebuild the exact split, split seed included)
     input:    {channels, height, width, mean, std}
     train_config, metrics, epoch
 
-Whatever probing needs to rebuild an encoder lives here, nothing else.
+Whatever probing needs to rebuild an encoder lives here, nothing else. Format 1 (before task
+kinds: classification only, pooled encoder, dummies stored as w1, b1, w2, b2) still loads.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ import torch
 from repeval import __version__
 from repeval.datasets.base import InputSpec
 from repeval.errors import CheckpointError, DataNotFoundError
-from repeval.models import MultiTaskModel, build_encoder
+from repeval.heads import HeadConfig
+from repeval.models import V1_DUMMY_KEYS, MultiTaskModel, build_encoder
 from repeval.storage import atomic_torch_save, file_sha256
 from repeval.tasks import TaskSpec
 
 FORMAT = "repeval.checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 # `train_config` fields that change neither the trained model nor its metrics (where and how a
 # run was executed): two runs whose configs differ only here are the same experiment.
 EXECUTION_FIELDS = ("out_dir", "progress", "num_workers", "log_every", "device")
@@ -90,12 +95,25 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a repeval checkpoint (no {FORMAT!r} format marker)")
     version = ckpt.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(
             f"{str(path)!r} has checkpoint format version {version!r}; this repeval "
-            f"({__version__}) reads version {FORMAT_VERSION}"
+            f"({__version__}) reads versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
-    return ckpt
+    return upgrade(ckpt)
+
+
+def upgrade(ckpt: dict) -> dict:
+    """A format-1 checkpoint in format 2's terms (its tasks are classification, its encoder
+    pooled, its dummies two-layer heads stored as w1, b1, w2, b2)."""
+    if ckpt.get("format_version") != 1:
+        return ckpt
+    model = dict(ckpt["model"])
+    model.setdefault("heads", HeadConfig(hidden=int(model["hidden"])).to_dict())
+    model.setdefault("dense", False)
+    model.setdefault("map_side", None)
+    dummies = {task: {V1_DUMMY_KEYS.get(k, k): v for k, v in sd.items()} for task, sd in ckpt["dummy_heads"].items()}
+    return {**ckpt, "model": model, "dummy_heads": dummies, "tasks": [TaskSpec.from_dict(t).to_dict() for t in ckpt["tasks"]]}
 
 
 def model_from_checkpoint(ckpt: dict) -> MultiTaskModel:
@@ -103,11 +121,12 @@ def model_from_checkpoint(ckpt: dict) -> MultiTaskModel:
     cfg = ckpt["model"]
     tasks = tuple(TaskSpec.from_dict(t) for t in ckpt["tasks"])
     model = MultiTaskModel(
-        build_encoder(cfg["backbone"], in_chans=cfg["in_chans"]),
+        build_encoder(cfg["backbone"], in_chans=cfg["in_chans"], dense=bool(cfg.get("dense", False))),
         tasks,
-        hidden=cfg["hidden"],
         dummies=cfg["dummies"],
         dummy_seed=cfg["dummy_seed"],
+        head_config=HeadConfig.from_dict(cfg.get("heads", {"hidden": cfg["hidden"]})),
+        map_side=cfg.get("map_side"),
     )
     model.encoder.load_state_dict(ckpt["encoder"])
     for name, sd in ckpt["heads"].items():

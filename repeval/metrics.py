@@ -15,6 +15,23 @@ from repeval.errors import check_choice
 
 DELTA_VARIANTS = ("per-task", "all-metrics", "task-then-metrics")
 
+# Published single-task numbers, {task: {metric: value}} in repeval's task and metric names (raw
+# units: depth abs error in metres, not x100), for Delta_MTL when no single-task runs are at hand.
+PUBLISHED_BASES: dict[str, dict] = {
+    # Auto-lambda's STL (its utils.py TaskMetric), which the DGR paper's Tables 2-3 use: SPLIT,
+    # dilated ResNet-50 from scratch, 200 epochs. One metric per task: the "per-task" variant.
+    "autolambda-nyuv2": {"seg": {"miou": 0.4337}, "depth": {"abs_err": 0.5224}, "normal": {"mean_angle": 22.40}},
+    "autolambda-cityscapes": {"seg": {"miou": 0.5620}, "part_seg": {"miou": 0.5274}, "disp": {"abs_err": 0.84}},
+    # SegNet STL of the Nash-MTL/CAGrad tables (their delta_fn BASE): every metric ("all-metrics").
+    "segnet-nyuv2": {
+        "seg": {"miou": 0.3830, "pixel_acc": 0.6376},
+        "depth": {"abs_err": 0.6754, "rel_err": 0.2780},
+        "normal": {"mean_angle": 25.01, "median_angle": 19.21, "within_11.25": 0.3014, "within_22.5": 0.5720,
+                   "within_30": 0.6915},
+    },
+    "segnet-cityscapes7": {"seg": {"miou": 0.7401, "pixel_acc": 0.9316}, "depth": {"abs_err": 0.0125, "rel_err": 27.77}},
+}
+
 
 def delta_mtl(
     multi: dict[str, dict[str, float]],
@@ -41,7 +58,7 @@ def delta_mtl(
     def gain(task: str, metric: str) -> float:
         base = single[task][metric]
         if base == 0:
-            raise ValueError(f"single-task {task}/{metric} is 0: relative improvement is undefined")
+            raise ZeroDivisionError(f"single-task {task}/{metric} is 0: relative improvement is undefined")
         sign = -1.0 if metric in lower_is_better else 1.0
         return sign * (multi[task][metric] - base) / base
 

@@ -1,84 +1,100 @@
 """Hard parameter sharing (the paper's SPLIT): a timm encoder, a head per task, and per task
-`d` frozen, randomly initialised dummy heads of the same architecture (DGR's psi^Delta)."""
+`d` frozen, randomly initialised dummy heads of the same kind and architecture (DGR's psi^Delta).
+
+Classification-only runs use a pooled encoder (z is `[B, D]`); runs with a dense task use the
+encoder's last feature map at output stride 8 (z is `[B, C, h, w]`)."""
 
 from __future__ import annotations
 
+import copy
 import difflib
+import math
 import os
 from pathlib import Path
 
 import timm
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from repeval.defaults import HEAD_HIDDEN
 from repeval.errors import CheckpointError, DataNotFoundError, InvalidChoiceError
+from repeval.heads import HeadConfig, head_logits, head_params, mlp_head
+from repeval.kinds import kind_of
+from repeval.kinds.base import TaskKind
 from repeval.tasks import TaskSpec
+
+__all__ = ["MultiTaskModel", "DummyHeads", "FeatureMapEncoder", "build_encoder", "build_head", "head_logits",
+           "head_params", "check_backbone", "check_weights_file", "HeadConfig"]
 
 
 def build_head(in_features: int, hidden: int, num_classes: int) -> nn.Sequential:
-    """The task predictor: two fully connected layers. The one builder of a head: task heads,
-    DGR's dummy heads and the universality measure's random heads are all drawn by it, so they
-    share PyTorch's default initialisation."""
-    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
-
-
-def head_params(head: nn.Module) -> list[torch.Tensor]:
-    """`[W1, b1, W2, b2]` of a `build_head` head (`[W, b]` of a linear one), detached."""
-    return [p.detach() for p in head.parameters()]
-
-
-def head_logits(z: torch.Tensor, params) -> torch.Tensor:
-    """Logits of a two-layer (`[W1, b1, W2, b2]`) or linear (`[W, b]`) head on `z` `[B, D]`: `[B, C]`.
-    Parameters stacked along a leading dimension d (DGR's dummy heads) give `[d, B, C]`.
-
-    >>> head = build_head(8, 4, 3)
-    >>> z = torch.randn(5, 8)
-    >>> torch.allclose(head_logits(z, head_params(head)), head(z))
-    True
-    >>> stacked = [torch.stack([p, p]) for p in head_params(head)]
-    >>> head_logits(z, stacked).shape
-    torch.Size([2, 5, 3])
-    """
-    if len(params) == 2:
-        w, b = params
-        return torch.matmul(z, w.transpose(-1, -2)) + b.unsqueeze(-2)
-    w1, b1, w2, b2 = params
-    h = F.relu(torch.matmul(z, w1.transpose(-1, -2)) + b1.unsqueeze(-2))
-    return torch.matmul(h, w2.transpose(-1, -2)) + b2.unsqueeze(-2)
+    """A classification task's two-layer head (`repeval.heads.mlp_head`)."""
+    return mlp_head(in_features, hidden, num_classes)
 
 
 class DummyHeads(nn.Module):
-    """`count` frozen heads drawn by `build_head` (PyTorch's default init).
+    """`count` frozen heads of one task, drawn by the task kind's head builder (PyTorch's
+    default init), for any head module.
 
     They are drawn from their own seed (the global RNG is untouched, so adding dummies changes
-    nothing else in a run) and stored stacked as buffers: never parameters, so never in an
-    optimiser, never updated, always saved. Stacked, a task's dummies run as batched matmuls.
+    nothing else in a run) and kept stacked (`torch.func.stack_module_state`) as buffers: never
+    parameters, so never in an optimiser, never updated, always saved. `losses` runs all of them
+    at once with `vmap(functional_call)`. Their batch norms use batch statistics and keep no
+    running statistics (the reference code runs its dummy heads in training mode).
     """
 
-    def __init__(self, in_features: int, hidden: int, num_classes: int, count: int, seed: int):
+    def __init__(self, kind: TaskKind, in_channels: int, config: HeadConfig, count: int, seed: int,
+                 map_side: int | None = None):
         super().__init__()
+        self.kind = kind
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            heads = [head_params(build_head(in_features, hidden, num_classes)) for _ in range(count)]
-        for name, values in zip(("w1", "b1", "w2", "b2"), zip(*heads)):
-            self.register_buffer(name, torch.stack(values))
+            heads = [kind.build_head(in_channels, config, map_side) for _ in range(count)]
+        for h in heads:
+            torch.func.replace_all_batch_norm_modules_(h)
+        params, _ = torch.func.stack_module_state(heads)
+        self.names = list(params)
+        for name, value in params.items():
+            self.register_buffer(_buffer_name(name), value.detach().clone())
+        # The architecture without weights; functional_call supplies them. Not a submodule.
+        self.__dict__["_base"] = copy.deepcopy(heads[0]).to("meta")
 
     @property
     def count(self) -> int:
-        return self.w1.shape[0]
+        return self.params()[0].shape[0]
 
     def params(self) -> tuple[torch.Tensor, ...]:
-        return self.w1, self.b1, self.w2, self.b2
+        return tuple(getattr(self, _buffer_name(n)) for n in self.names)
 
-    @staticmethod
-    def apply(z: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Logits `[d, B, C]` of the stacked heads `params` on representations `z` `[B, D]`."""
-        return head_logits(z, params)
+    def outputs(self, z: torch.Tensor, params: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+        """Raw outputs `[d, B, ...]` of the stacked heads `params` (default: their own) on `z`."""
+        params = self.params() if params is None else params
+
+        def one(*p):
+            return torch.func.functional_call(self._base, dict(zip(self.names, p)), (z,))
+
+        return torch.func.vmap(one)(*params)
+
+    def losses(self, z: torch.Tensor, target: torch.Tensor, params: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+        """The task kind's batch loss of each dummy head: `[d]`."""
+        params = self.params() if params is None else params
+
+        def one(*p):
+            out = torch.func.functional_call(self._base, dict(zip(self.names, p)), (z,))
+            return self.kind.loss(out, target)
+
+        return torch.func.vmap(one)(*params)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.apply(z, self.params())
+        return self.outputs(z)
+
+
+def _buffer_name(param_name: str) -> str:
+    return "p_" + param_name.replace(".", "__")
+
+
+# Format-1 checkpoints stored a classification task's dummies as w1, b1, w2, b2.
+V1_DUMMY_KEYS = {"w1": "p_0__weight", "b1": "p_0__bias", "w2": "p_2__weight", "b2": "p_2__bias"}
 
 
 def check_backbone(name: str) -> None:
@@ -91,18 +107,64 @@ def check_backbone(name: str) -> None:
         )
 
 
-def build_encoder(name: str, in_chans: int = 3, pretrained_file: str | os.PathLike | None = None) -> nn.Module:
-    """A timm model returning pooled features (`num_classes=0`). Weights come only from a
-    local file: nothing is fetched from a hub."""
+def build_encoder(name: str, in_chans: int = 3, pretrained_file: str | os.PathLike | None = None,
+                  dense: bool = False) -> nn.Module:
+    """A timm model returning pooled features (`num_classes=0`), or with `dense` its last
+    feature map at output stride 8 (`FeatureMapEncoder`). Weights come only from a local file:
+    nothing is fetched from a hub."""
     check_backbone(name)
+    if dense:
+        return FeatureMapEncoder(name, in_chans, pretrained_file)
     kwargs: dict = dict(num_classes=0, in_chans=in_chans)
     if pretrained_file is not None:
-        path = Path(pretrained_file).expanduser()
-        if not path.is_file():
-            raise DataNotFoundError(f"pretrained weights file {str(path)!r} does not exist")
-        check_weights_file(path, name, timm.create_model(name, **kwargs))
-        kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+        kwargs.update(_weights_kwargs(pretrained_file, name, timm.create_model(name, **kwargs)))
     return timm.create_model(name, **kwargs)
+
+
+def _weights_kwargs(pretrained_file, name: str, model: nn.Module) -> dict:
+    path = Path(pretrained_file).expanduser()
+    if not path.is_file():
+        raise DataNotFoundError(f"pretrained weights file {str(path)!r} does not exist")
+    check_weights_file(path, name, model)
+    return dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+
+
+class FeatureMapEncoder(nn.Module):
+    """A timm backbone's last feature map (`features_only`) at output stride 8.
+
+    timm's `output_stride=8` dilates the last two stages exactly as the reference's
+    `ResnetDilated` (strides 1, dilations 2 and 4). timm ResNets zero-initialise each block's
+    last BN (`zero_init_last`), torchvision's do not; the reference trains torchvision's from
+    scratch, so it is turned off where the model takes it. A backbone that ignores
+    `output_stride` is refused: its reduction is checked, not assumed."""
+
+    output_stride = 8
+
+    def __init__(self, name: str, in_chans: int = 3, pretrained_file: str | os.PathLike | None = None):
+        super().__init__()
+        kwargs: dict = dict(features_only=True, out_indices=(-1,), in_chans=in_chans, output_stride=self.output_stride)
+        try:
+            body = timm.create_model(name, zero_init_last=False, **kwargs)
+        except TypeError:  # models without the option
+            body = timm.create_model(name, **kwargs)
+        if pretrained_file is not None:
+            full = timm.create_model(name, num_classes=0, in_chans=in_chans)
+            body = timm.create_model(name, **kwargs, **_weights_kwargs(pretrained_file, name, full))
+        reduction = body.feature_info.reduction()[-1]
+        if reduction != self.output_stride:
+            raise InvalidChoiceError(
+                f"backbone {name!r} gives feature maps at stride {reduction}, not {self.output_stride}: it does not "
+                "support output_stride; dense tasks need one that does (e.g. resnet50, resnet18, test_resnet)"
+            )
+        self.body = body
+        self.num_features = body.feature_info.channels()[-1]
+
+    def map_side(self, height: int, width: int) -> int:
+        """The shorter side of the feature map of an input of `height` x `width`."""
+        return min(math.ceil(height / self.output_stride), math.ceil(width / self.output_stride))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)[-1]
 
 
 def check_weights_file(path: Path, name: str, model: nn.Module) -> None:
@@ -144,7 +206,9 @@ def check_weights_file(path: Path, name: str, model: nn.Module) -> None:
 
 
 class MultiTaskModel(nn.Module):
-    """Shared encoder phi, task heads psi_k and (optionally) dummy heads psi^Delta_k."""
+    """Shared encoder phi, task heads psi_k and (optionally) dummy heads psi^Delta_k, each head
+    built by its task's kind. `map_side` is the feature map's shorter side for dense encoders
+    (it sets the ASPP rates); None for pooled ones."""
 
     def __init__(
         self,
@@ -153,16 +217,21 @@ class MultiTaskModel(nn.Module):
         hidden: int = HEAD_HIDDEN,
         dummies: int = 0,
         dummy_seed: int = 0,
+        head_config: HeadConfig | None = None,
+        map_side: int | None = None,
     ):
         super().__init__()
         self.encoder = encoder
         self.tasks = tuple(tasks)
+        self.kinds = [kind_of(t) for t in self.tasks]
+        self.head_config = head_config or HeadConfig(hidden=hidden)
+        self.map_side = map_side
         dim = encoder.num_features
-        self.heads = nn.ModuleDict({t.name: build_head(dim, hidden, t.num_classes) for t in tasks})
+        self.heads = nn.ModuleDict({t.name: self.new_head(k) for k, t in enumerate(self.tasks)})
         self.dummy_heads = nn.ModuleDict(
             {
-                t.name: DummyHeads(dim, hidden, t.num_classes, dummies, seed=dummy_seed * 1009 + k)
-                for k, t in enumerate(tasks)
+                t.name: DummyHeads(kind, dim, self.head_config, dummies, seed=dummy_seed * 1009 + k, map_side=map_side)
+                for k, (t, kind) in enumerate(zip(self.tasks, self.kinds))
             }
             if dummies > 0
             else {}
@@ -172,12 +241,21 @@ class MultiTaskModel(nn.Module):
     def num_features(self) -> int:
         return self.encoder.num_features
 
+    def new_head(self, task: int) -> nn.Module:
+        """A freshly initialised head for task `task`, like the model's own (PTA's decoders)."""
+        return self.kinds[task].build_head(self.encoder.num_features, self.head_config, self.map_side)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
 
     def predict(self, z: torch.Tensor) -> list[torch.Tensor]:
-        """Logits of every task head, in task order."""
+        """Raw outputs of every task head, in task order (dense ones at the feature map's size;
+        `kinds[k].predict(output, size)` gives the prediction at the input's)."""
         return [self.heads[t.name](z) for t in self.tasks]
+
+    def task_losses(self, outputs: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
+        """Each task kind's loss of its head's output: `[K]`, float32."""
+        return torch.stack([kind.loss(out, y) for kind, out, y in zip(self.kinds, outputs, targets)])
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.predict(self.encode(x))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.fixtures import make_utkface_folder
+from tests.fixtures import make_cityscapes_folder, make_nyuv2_folder, make_utkface_folder
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +29,12 @@ def small_dataset_args(tmp_path):
             return dict(n_train=256, n_test=128)
         if name == "utkface":
             return dict(data_dir=str(make_utkface_folder(tmp_path / f"UTKFace-{name}")))
+        if name == "scenes":
+            return dict(n_train=6, n_test=3, size=32)
+        if name == "nyuv2":
+            return dict(data_dir=str(make_nyuv2_folder(tmp_path / "nyuv2")))
+        if name == "cityscapes":
+            return dict(data_dir=str(make_cityscapes_folder(tmp_path / "cityscapes")))
         raise KeyError(f"tests/conftest.py has no small settings for dataset {name!r}; add them")
 
     return args

@@ -37,3 +37,19 @@ def make_utkface_folder(folder: Path, n_good: int = 40, seed: int = 0) -> Path:
     (folder / CORRUPT).write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
     (folder / EMPTY).write_bytes(b"")
     return folder
+
+
+def make_nyuv2_folder(folder: Path, n_train: int = 4, n_test: int = 3, size: int = 32, seed: int = 0) -> Path:
+    """NYUv2's MTAN layout ({train,val}/{image,label,depth,normal}/N.npy, HWC floats, -1 and 0 for
+    invalid), filled with rendered scenes."""
+    from repeval.datasets.scenes import export_nyuv2_layout, render_split
+
+    for split, stream, n in (("train", 0, n_train), ("val", 1, n_test)):
+        export_nyuv2_layout(render_split(seed, stream, n, size), folder / split)
+    return folder
+
+
+def make_cityscapes_folder(folder: Path, variant: str = "dgr", **kwargs) -> Path:
+    from repeval.datasets.cityscapes import write_synthetic
+
+    return write_synthetic(folder, variant, **kwargs)

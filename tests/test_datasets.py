@@ -14,23 +14,39 @@ from tests import fixtures
 
 @pytest.mark.parametrize("name", datasets.list_datasets())
 def test_every_registered_dataset_builds_consistent_splits(name, small_dataset_args):
+    from repeval.kinds import kind_of
+
     bundle = datasets.build(name, **small_dataset_args(name))
     assert bundle.name == name
+    kinds = [kind_of(t) for t in bundle.tasks]
     for split in (bundle.train, bundle.test):
-        images, labels = split.__getitems__(list(range(min(8, len(split)))))
+        images, targets = split.__getitems__(list(range(min(8, len(split)))))
         assert images.dtype == torch.uint8
-        assert tuple(images.shape[1:]) == (bundle.input.channels, bundle.input.height, bundle.input.width)
-        assert labels.shape[1] == len(bundle.tasks)
-        for k, task in enumerate(bundle.tasks):
-            assert 0 <= split.labels[:, k].min() and split.labels[:, k].max() < task.num_classes
+        b, c, h, w = images.shape
+        assert c == bundle.input.channels
+        if split is bundle.train:
+            assert (h, w) == (bundle.input.height, bundle.input.width)
+        targets = list(targets.unbind(1)) if isinstance(targets, torch.Tensor) else list(targets)
+        assert len(targets) == len(bundle.tasks)
+        for kind, task, y in zip(kinds, bundle.tasks, targets):
+            if not kind.dense:
+                assert y.shape == (b,) and 0 <= y.min() and y.max() < task.num_classes
+            elif kind.target_is_index:
+                assert y.shape == (b, h, w) and y.dtype == torch.int64
+                assert -1 <= y.min() and y.max() < task.num_classes
+            else:
+                assert y.shape == (b, task.num_classes, h, w) and y.dtype == torch.float32 and torch.isfinite(y).all()
     # Rebuilding from the stored args gives the same data (what probing relies on).
     again = datasets.build(name, **bundle.args)
-    np.testing.assert_array_equal(again.train.labels, bundle.train.labels)
     np.testing.assert_array_equal(again.test.indices, bundle.test.indices)
+    first, again_first = bundle.test[0], again.test[0]
+    torch.testing.assert_close(first[0], again_first[0])
+    for a, b_ in zip(first[1] if isinstance(first[1], list) else [first[1]], again_first[1] if isinstance(again_first[1], list) else [again_first[1]]):
+        torch.testing.assert_close(a, b_)
 
 
 def test_unknown_dataset_names_the_choices():
-    with pytest.raises(InvalidChoiceError, match="unknown dataset 'mnist'; choose from: multidigits, utkface"):
+    with pytest.raises(InvalidChoiceError, match="unknown dataset 'mnist'; choose from: cityscapes, multidigits, nyuv2, scenes, utkface"):
         datasets.build("mnist")
 
 
@@ -167,4 +183,4 @@ def test_dataset_registry_metadata_matches_the_builders():
 
     for name in DATASETS.names():
         assert DATASETS.meta(name)["needs_data_dir"] == ("data_dir" in dataset_options(name)), name
-    assert NEEDS_DATA_DIR == {"utkface"}
+    assert NEEDS_DATA_DIR == {"utkface", "nyuv2", "cityscapes"}

@@ -4,6 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from repeval.heads import HeadConfig
+from repeval.kinds import kind_of
 from repeval.models import DummyHeads, MultiTaskModel, build_encoder, build_head
 from repeval.tasks import TaskSpec
 from repeval.training.dgr import (
@@ -16,8 +18,12 @@ from repeval.errors import InvalidChoiceError
 PENALTIES = ["norm", "squared"]
 
 
+def mlp_dummies(in_features: int, hidden: int, classes: int, count: int, seed: int) -> DummyHeads:
+    return DummyHeads(kind_of(TaskSpec("t", classes)), in_features, HeadConfig(hidden=hidden), count, seed)
+
+
 def tiny_heads(dtype=torch.float64):
-    return [DummyHeads(6, 5, 3, 3, seed=1).to(dtype), DummyHeads(6, 5, 4, 2, seed=2).to(dtype)]
+    return [mlp_dummies(6, 5, 3, 3, seed=1).to(dtype), mlp_dummies(6, 5, 4, 2, seed=2).to(dtype)]
 
 
 def tiny_batch(dtype=torch.float64, n=8):
@@ -39,16 +45,16 @@ def test_penalty_equals_brute_force_on_plain_modules(penalty):
         norms.append(torch.sqrt(sum((g**2).sum() for g in grads)))
     expected = torch.stack(norms)
     expected = (expected**2 if penalty == "squared" else expected).mean()
-    got = dummy_gradient_penalty(z, ys[0], tiny_heads()[0].params(), penalty)
+    got = dummy_gradient_penalty(tiny_heads()[0], z, ys[0], penalty)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("penalty", PENALTIES)
 def test_exact_penalty_gradient_passes_gradcheck(penalty):
     z, ys = tiny_batch()
-    params = tiny_heads()[1].params()
+    heads = tiny_heads()[1]
     z = z.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda zz: dummy_gradient_penalty(zz, ys[1], params, penalty), (z,), eps=1e-6, atol=1e-7)
+    assert torch.autograd.gradcheck(lambda zz: dummy_gradient_penalty(heads, zz, ys[1], penalty), (z,), eps=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("penalty", PENALTIES)
@@ -56,7 +62,7 @@ def test_regulariser_gradient_is_lambda_times_dP_dz(penalty):
     z, ys = tiny_batch()
     heads = tiny_heads()
     zz = z.clone().requires_grad_(True)
-    total = sum(dummy_gradient_penalty(zz, y, h.params(), penalty) for h, y in zip(heads, ys))
+    total = sum(dummy_gradient_penalty(h, zz, y, penalty) for h, y in zip(heads, ys))
     (expected,) = torch.autograd.grad(total, zz)
     grad, penalties = DummyGradientRegularizer(heads, DGRConfig(lam=0.7, penalty=penalty))(z, ys)
     torch.testing.assert_close(grad, 0.7 * expected, rtol=1e-12, atol=1e-15)
@@ -75,7 +81,7 @@ def test_finite_difference_agrees_with_exact(penalty):
 
 def test_penalty_vanishes_when_dummy_gradient_does():
     """A dummy head with zero weights and zero output gradient: ||grad|| = 0 and no NaN."""
-    heads = DummyHeads(6, 5, 3, 2, seed=0).double()
+    heads = mlp_dummies(6, 5, 3, 2, seed=0).double()
     for p in heads.params():
         p.zero_()
     z, ys = tiny_batch()
@@ -222,7 +228,8 @@ def test_dgr_lowers_its_penalty_when_training_on_it():
 def test_dummy_losses_are_per_head_means():
     z, ys = tiny_batch()
     heads = tiny_heads()[0]
-    losses = dummy_losses(z, ys[0], heads.params())
+    losses = dummy_losses(heads, z, ys[0], heads.params())
     for j in range(heads.count):
-        one = tuple(p[j : j + 1] for p in heads.params())
-        torch.testing.assert_close(losses[j], F.cross_entropy(DummyHeads.apply(z, one)[0], ys[0]))
+        w1, b1, w2, b2 = (p[j] for p in heads.params())
+        logits = F.relu(z @ w1.T + b1) @ w2.T + b2
+        torch.testing.assert_close(losses[j], F.cross_entropy(logits, ys[0]))

@@ -53,7 +53,7 @@ def test_rows_average_seeds_and_delta_uses_the_single_task_runs(runs):
     assert rows[2].std["left"] is None and rows[2].summary["left"].n == 1  # one seed: no spread claimed
     expected = ((0.53 - 0.5) / 0.5 + (0.82 - 0.8) / 0.8 + (0.42 - 0.4) / 0.4) / 3
     assert ew.delta == pytest.approx(expected, rel=1e-12)
-    assert rows[0].delta == 0 and baseline["accuracy"] == pytest.approx({"left": 0.5, "right": 0.8, "sum": 0.4})
+    assert rows[0].delta == 0 and baseline["means"] == pytest.approx({"left": 0.5, "right": 0.8, "sum": 0.4})
 
 
 def test_tables_mark_best_bold_and_second_underlined(runs, tmp_path):
@@ -145,3 +145,32 @@ def test_compare_refuses_mixed_groups_and_unshared_seeds(tmp_path, capsys):
     fake_run(tmp_path / "late", "seed7", (0.5, 0.5, 0.5), seed=7, method="uw")
     assert main(["compare", "--a", str(plain), "--b", str(tmp_path / "late")]) == 2
     assert "share no training seed (A: [0, 1], B: [7])" in capsys.readouterr().err
+
+
+def dense_run(root, name, seg, depth, normal, method="ew", seed=0, dgr=None, **method_args):
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    config = TrainConfig(dataset="scenes", method=method, method_args=method_args, dgr=dgr, seed=seed, epochs=1).resolved()
+    run_files.write_config(run_dir, config, {})
+    test = {"seg": {"miou": seg, "pixel_acc": 0.9}, "depth": {"abs_err": depth, "rel_err": 0.1},
+            "normal": {"mean_angle": normal, "median_angle": 10.0, "within_11.25": 0.5, "within_22.5": 0.7, "within_30": 0.8}}
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "test": test}) + "\n")
+    return run_dir
+
+
+def test_dense_reports_sign_each_metric_by_its_direction(tmp_path):
+    dense_run(tmp_path, "ew", 0.46, 0.41, 24.0)
+    dense_run(tmp_path, "ew-dgr", 0.47, 0.40, 23.0, dgr=DGRConfig(lam=0.1))
+    dense_run(tmp_path, "pcgrad", 0.45, 0.45, 25.0, method="pcgrad")
+    rows, columns, baseline = build_rows(find_runs([tmp_path]), baseline_name="autolambda-nyuv2")
+    assert "depth abs_err" in columns and "normal mean_angle" in columns and "seg miou" in columns
+    ew = next(r for r in rows if r.label == "ew")
+    # The DGR paper's Delta_MTL: mean of +(mIoU - 43.37)/43.37, -(abs - 0.5224)/0.5224, -(angle - 22.40)/22.40.
+    expected = ((0.46 - 0.4337) / 0.4337 - (0.41 - 0.5224) / 0.5224 - (24.0 - 22.40) / 22.40) / 3
+    assert ew.delta == pytest.approx(expected, rel=1e-12)
+    out, table = write_report([tmp_path], tmp_path / "report", baseline="autolambda-nyuv2")
+    line = next(x for x in table.splitlines() if x.startswith("| ew + DGR"))
+    assert "**0.4000**" in line and "**23.0000**" in line  # lowest error and angle are best
+    assert "depth abs_err |" in table and "seg miou (%)" in table
+    with pytest.raises(InvalidChoiceError, match="baseline 'autolambda-cityscapes' needs the columns part_seg miou, disp abs_err"):
+        build_rows(find_runs([tmp_path]), baseline_name="autolambda-cityscapes")

@@ -56,7 +56,8 @@ def test_checkpoint_contract(tmp_path):
     assert raw["dataset"]["name"] == "multidigits" and raw["dataset"]["args"]["split_seed"] == 0
     assert [t["name"] for t in raw["tasks"]] == ["left", "right", "sum"]
     assert raw["model"]["backbone"] == "test_resnet" and raw["model"]["dummies"] == 2
-    assert raw["dummy_heads"]["left"]["w1"].shape[0] == 2
+    assert raw["dummy_heads"]["left"]["p_0__weight"].shape[0] == 2
+    assert raw["tasks"][0]["kind"] == "classification" and raw["model"]["heads"]["hidden"] == 64
     # The rebuilt model predicts exactly what the trained one reported.
     model = model_from_checkpoint(load_checkpoint(run_dir / "checkpoint.pt")).eval()
     from repeval import datasets
@@ -64,7 +65,8 @@ def test_checkpoint_contract(tmp_path):
     bundle = datasets.build("multidigits", **raw["dataset"]["args"])
     test_loader = torch.utils.data.DataLoader(bundle.test, batch_size=256, collate_fn=datasets.collate_batch)
     acc = evaluate(model, test_loader, bundle, torch.device("cpu"))
-    assert acc == pytest.approx(list(raw["metrics"]["test_accuracy"].values()), abs=1e-6)
+    assert {k: v["accuracy"] for k, v in acc.items()} == pytest.approx(raw["metrics"]["test_accuracy"], abs=1e-6)
+    assert acc == raw["metrics"]["test"]
 
 
 # Stateful methods too: UW's learnable scalars, Nash-MTL's warm start, PCGrad's generator,
@@ -131,7 +133,7 @@ def test_bad_checkpoint_files_get_clear_errors(tmp_path):
         load_checkpoint(other)
     future = tmp_path / "future.pt"
     torch.save({"format": "repeval.checkpoint", "format_version": 99}, future)
-    with pytest.raises(CheckpointError, match="format version 99; this repeval .* reads version 1"):
+    with pytest.raises(CheckpointError, match="format version 99; this repeval .* reads versions 1, 2"):
         load_checkpoint(future)
 
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from repeval import datasets
-from repeval.defaults import HEAD_HIDDEN
+from repeval.defaults import ASPP_WIDTH, HEAD_HIDDEN
 from repeval.errors import InvalidChoiceError, check_choice, check_number, check_seed
 from repeval.validation import from_mapping
 
 DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("step", "cosine")
 PENALTIES = ("norm", "squared")
 ESTIMATORS = ("exact", "finite-diff")
 # Where DGR's gradient joins a multi-task method. "after" (default, the authors' code): added to
@@ -68,7 +70,34 @@ class DGRConfig:
 DATASET_DEFAULTS: dict[str, dict] = {
     "multidigits": dict(backbone="test_resnet", epochs=6, lr=2e-3, pretrained_lr=2e-3, lr_step=2),
     "utkface": dict(backbone="resnet50", epochs=100, lr=1e-3, pretrained_lr=1e-5, lr_step=None),
+    # The scene datasets follow the Auto-lambda/DGR recipe: from scratch, SGD 0.1 with momentum,
+    # weight decay 1e-4, cosine schedule, batch 4, 300 epochs (the DGR code's default).
+    "nyuv2": dict(backbone="resnet50", epochs=300, lr=0.1, pretrained_lr=0.1, optimizer="sgd", schedule="cosine",
+                  weight_decay=1e-4, batch_size=4),
+    "cityscapes": dict(backbone="resnet50", epochs=300, lr=0.1, pretrained_lr=0.1, optimizer="sgd", schedule="cosine",
+                       weight_decay=1e-4, batch_size=4),
+    # Scenes fits a few CPU minutes: a small backbone, narrow ASPP heads, Adam.
+    "scenes": dict(backbone="test_resnet", epochs=8, lr=2e-3, pretrained_lr=2e-3, lr_step=None, batch_size=32,
+                   aspp_width=32),
 }
+
+
+def parse_rates(text: str) -> tuple[int, ...] | None:
+    """`--aspp-rates`: "auto" (None: scaled to the feature map, `repeval.heads.aspp_rates`) or
+    comma-separated positive ints.
+
+    >>> parse_rates("12,24,36"), parse_rates("auto")
+    ((12, 24, 36), None)
+    """
+    if text == "auto":
+        return None
+    try:
+        rates = tuple(int(r) for r in str(text).split(","))
+    except ValueError:
+        rates = ()
+    if not rates or min(rates) < 1:
+        raise InvalidChoiceError(f"--aspp-rates must be 'auto' or comma-separated ints >= 1, e.g. 12,24,36. Got {text!r} instead.")
+    return rates
 
 
 @dataclass(frozen=True)
@@ -89,13 +118,17 @@ class TrainConfig:
     backbone: str | None = None
     pretrained_file: str | None = None
     hidden: int = HEAD_HIDDEN
+    aspp_width: int | None = None
+    aspp_rates: str = "auto"
     method: str = "ew"
     method_args: dict = field(default_factory=dict)
     dgr: DGRConfig | None = None
     lr: float | None = None
-    weight_decay: float = 0.0
+    weight_decay: float | None = None
     epochs: int | None = None
-    batch_size: int = 64
+    batch_size: int | None = None
+    optimizer: str | None = None
+    schedule: str | None = None
     lr_step: int | None = None
     lr_gamma: float = 0.5
     seed: int = 0
@@ -117,8 +150,17 @@ class TrainConfig:
         check_choice(owner, "device", self.device, DEVICES)
         check_number(owner, "hidden", self.hidden, kind=int, low=1)
         # Batch norm in training mode needs two samples in every batch.
-        check_number(owner, "batch_size", self.batch_size, kind=int, low=2)
-        check_number(owner, "weight_decay", self.weight_decay, low=0.0)
+        if self.batch_size is not None:
+            check_number(owner, "batch_size", self.batch_size, kind=int, low=2)
+        if self.weight_decay is not None:
+            check_number(owner, "weight_decay", self.weight_decay, low=0.0)
+        if self.optimizer is not None:
+            check_choice(owner, "optimizer", self.optimizer, OPTIMIZERS)
+        if self.schedule is not None:
+            check_choice(owner, "schedule", self.schedule, SCHEDULES)
+        if self.aspp_width is not None:
+            check_number(owner, "aspp_width", self.aspp_width, kind=int, low=1)
+        parse_rates(self.aspp_rates)
         check_number(owner, "lr_gamma", self.lr_gamma, low=0.0, low_open=True)
         check_number(owner, "num_workers", self.num_workers, kind=int, low=0)
         check_number(owner, "log_every", self.log_every, kind=int, low=1)
@@ -152,7 +194,18 @@ class TrainConfig:
         return replace(
             self, backbone=self.backbone or d.get("backbone", "resnet50"),
             epochs=epochs, lr=lr, lr_step=lr_step, dgr=dgr,
+            batch_size=self.batch_size or d.get("batch_size", 64),
+            weight_decay=d.get("weight_decay", 0.0) if self.weight_decay is None else self.weight_decay,
+            optimizer=self.optimizer or d.get("optimizer", "adam"),
+            schedule=self.schedule or d.get("schedule", "step"),
+            aspp_width=self.aspp_width or d.get("aspp_width", ASPP_WIDTH),
         )
+
+    def head_config(self):
+        """The heads' shapes (`repeval.heads.HeadConfig`) of a resolved config."""
+        from repeval.heads import HeadConfig
+
+        return HeadConfig(hidden=self.hidden, width=self.aspp_width or ASPP_WIDTH, rates=parse_rates(self.aspp_rates))
 
     def dataset_kwargs(self) -> dict:
         kwargs = dict(self.dataset_args)

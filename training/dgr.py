@@ -5,7 +5,9 @@ For task k with frozen random dummy heads psi^Delta_kj (j = 1..d), the penalty i
     P_k = mean_j || grad_{theta^Delta_kj} L_k(psi^Delta_kj(z), y_k) ||        (penalty="norm")
     P_k = mean_j || grad_{theta^Delta_kj} L_k(psi^Delta_kj(z), y_k) ||^2      (penalty="squared")
 
-with L_k the batch-mean cross-entropy, and the training loss gains lambda * sum_k P_k.
+with L_k the task kind's batch loss (cross-entropy, per-pixel cross-entropy, L1 of depth or
+normals...), theta^Delta_kj all parameters of dummy head j (any head module: a two-layer MLP
+or a DeepLabv3 head), and the training loss gains lambda * sum_k P_k.
 "norm" is the paper's equation; "squared" is what the authors' released code penalises.
 
 The encoder output z does not depend on the dummy parameters, so the regulariser only needs the
@@ -24,7 +26,6 @@ updated once per step). Task heads never see the penalty. Two estimators of dP/d
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from repeval.models import DummyHeads
 from repeval.training.config import DEFAULT_LAMBDA, ESTIMATORS, ORDERS, PENALTIES, DGRConfig
@@ -36,24 +37,19 @@ __all__ = ["DGRConfig", "DEFAULT_LAMBDA", "ESTIMATORS", "ORDERS", "PENALTIES", "
 _TINY = 1e-30  # keeps sqrt differentiable where a dummy's gradient vanishes
 
 
-def dummy_losses(z: torch.Tensor, y: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Batch-mean cross-entropy of each stacked dummy head: `[d]`."""
-    logits = DummyHeads.apply(z, params)  # [d, B, C]
-    d, b, c = logits.shape
-    ce = F.cross_entropy(logits.reshape(d * b, c), y.repeat(d), reduction="none")
-    return ce.view(d, b).mean(dim=1)
+def dummy_losses(heads: DummyHeads, z: torch.Tensor, y: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The task's loss under each stacked dummy head (`params`, shaped like `heads.params()`): `[d]`."""
+    return heads.losses(z, y, params)
 
 
 def _per_dummy_sq_norms(grads: tuple[torch.Tensor, ...]) -> torch.Tensor:
     return sum(g.pow(2).flatten(1).sum(dim=1) for g in grads)  # [d]
 
 
-def dummy_gradient_penalty(
-    z: torch.Tensor, y: torch.Tensor, params: tuple[torch.Tensor, ...], penalty: str = "norm"
-) -> torch.Tensor:
+def dummy_gradient_penalty(heads: DummyHeads, z: torch.Tensor, y: torch.Tensor, penalty: str = "norm") -> torch.Tensor:
     """P for one task as a differentiable function of `z` (the exact estimator's objective)."""
-    params = tuple(p.detach().requires_grad_(True) for p in params)
-    grads = torch.autograd.grad(dummy_losses(z, y, params).sum(), params, create_graph=True)
+    params = tuple(p.detach().requires_grad_(True) for p in heads.params())
+    grads = torch.autograd.grad(dummy_losses(heads, z, y, params).sum(), params, create_graph=True)
     sq = _per_dummy_sq_norms(grads)
     per_dummy = sq if penalty == "squared" else (sq + _TINY).sqrt()
     return per_dummy.mean()
@@ -110,19 +106,19 @@ class DummyGradientRegularizer:
         return losses, z_grad, penalties
 
     def _exact(self, zd, heads, y):
-        penalty = dummy_gradient_penalty(zd, y, heads.params(), self.config.penalty)
+        penalty = dummy_gradient_penalty(heads, zd, y, self.config.penalty)
         (grad,) = torch.autograd.grad(penalty, zd)
         return grad, penalty.detach()
 
     def _finite_difference(self, zd, heads, y):
         eps, squared = self.config.eps, self.config.penalty == "squared"
         params = tuple(p.detach().requires_grad_(True) for p in heads.params())
-        grads = torch.autograd.grad(dummy_losses(zd.detach(), y, params).sum(), params)
+        grads = torch.autograd.grad(dummy_losses(heads, zd.detach(), y, params).sum(), params)
         norms = (_per_dummy_sq_norms(grads) + _TINY).sqrt()  # [d]
         units = [g / norms.view(-1, *[1] * (g.dim() - 1)) for g in grads]
         plus = tuple(p.detach() + eps * u for p, u in zip(params, units))
         minus = tuple(p.detach() - eps * u for p, u in zip(params, units))
-        diff = (dummy_losses(zd, y, plus) - dummy_losses(zd, y, minus)) / (2 * eps)  # ~ ||grad||
+        diff = (dummy_losses(heads, zd, y, plus) - dummy_losses(heads, zd, y, minus)) / (2 * eps)  # ~ ||grad||
         weights = (2 * norms if squared else torch.ones_like(norms)) / heads.count
         (grad,) = torch.autograd.grad((weights.detach() * diff).sum(), zd)
         return grad, (norms.pow(2) if squared else norms).mean().detach()

@@ -17,6 +17,7 @@ from repeval import datasets
 from repeval.checkpoint import make_checkpoint
 from repeval.datasets import DatasetBundle, InputNormalizer, collate_batch
 from repeval.errors import InvalidChoiceError, NonFiniteLossError, TrainingInterrupted
+from repeval.kinds import kind_of
 from repeval.models import MultiTaskModel, build_encoder
 from repeval.storage import check_output_dir, folder_lock
 from repeval.training import run as run_files
@@ -32,13 +33,16 @@ log = logging.getLogger("repeval")
 
 
 def build_model(config: TrainConfig, bundle: DatasetBundle) -> MultiTaskModel:
-    encoder = build_encoder(config.backbone, in_chans=bundle.input.channels, pretrained_file=config.pretrained_file)
+    dense = any(kind_of(t).dense for t in bundle.tasks)
+    encoder = build_encoder(config.backbone, in_chans=bundle.input.channels, pretrained_file=config.pretrained_file,
+                            dense=dense)
     return MultiTaskModel(
         encoder,
         bundle.tasks,
-        hidden=config.hidden,
         dummies=config.dgr.dummies if config.dgr else 0,
         dummy_seed=config.dgr.dummy_seed if config.dgr else 0,
+        head_config=config.head_config(),
+        map_side=encoder.map_side(bundle.input.height, bundle.input.width) if dense else None,
     )
 
 
@@ -47,7 +51,10 @@ def model_config(config: TrainConfig, bundle: DatasetBundle, model: MultiTaskMod
         backbone=config.backbone,
         in_chans=bundle.input.channels,
         num_features=model.num_features,
-        hidden=config.hidden,
+        hidden=model.head_config.hidden,
+        heads=model.head_config.to_dict(),
+        dense=model.map_side is not None,
+        map_side=model.map_side,
         dummies=config.dgr.dummies if config.dgr else 0,
         dummy_seed=config.dgr.dummy_seed if config.dgr else 0,
         pretrained_file=config.pretrained_file,
@@ -55,20 +62,19 @@ def model_config(config: TrainConfig, bundle: DatasetBundle, model: MultiTaskMod
 
 
 @torch.inference_mode()
-def evaluate(model: MultiTaskModel, loader: DataLoader, bundle: DatasetBundle, device: torch.device) -> list[float]:
-    """Test accuracy of each task head."""
+def evaluate(model: MultiTaskModel, loader: DataLoader, bundle: DatasetBundle, device: torch.device) -> dict[str, dict[str, float]]:
+    """Every task kind's metrics over the whole test set: `{task: {metric: value}}`."""
     model.eval()
     normalize = InputNormalizer(bundle.input, device)
-    correct = torch.zeros(len(bundle.tasks), device=device)
-    seen = 0
-    for images, labels in loader:
-        batch = to_device(images, labels, normalize, device)
+    metrics = [kind.metric(device) for kind in model.kinds]
+    for images, targets in loader:
+        batch = to_device(images, targets, normalize, device)
         with autocast(device):
-            logits = model(batch.x)
-        correct += torch.stack([(lg.argmax(1) == y).sum() for lg, y in zip(logits, batch.ys)])
-        seen += len(images)
+            outputs = model(batch.x)
+        for kind, metric, out, y in zip(model.kinds, metrics, outputs, batch.ys):
+            metric.update(kind.predict(out, y.shape[-2:] if kind.dense else None), y)
     model.train()
-    return (correct / max(seen, 1)).tolist()
+    return {t.name: m.compute() for t, m in zip(bundle.tasks, metrics)}
 
 
 @dataclass
@@ -108,10 +114,21 @@ def build_training(config: TrainConfig) -> Training:
         DummyGradientRegularizer([model.dummy_heads[t.name] for t in bundle.tasks], config.dgr, tasks=method.trained_tasks)
         if config.dgr else None
     )
-    optimizer = torch.optim.Adam([*model.parameters(), *method.parameters()], lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step or 10**9, gamma=config.lr_gamma)
+    optimizer, scheduler = build_optimizer(config, [*model.parameters(), *method.parameters()])
     return Training(config, device, bundle, model, method, regularizer, optimizer, scheduler,
                     InputNormalizer(bundle.input, device), param_groups(model))
+
+
+def build_optimizer(config: TrainConfig, params: list[torch.Tensor]):
+    """Adam with step decay (the UTKFace recipe), or SGD with momentum 0.9 and a cosine schedule
+    over the run (the Auto-lambda/DGR scene recipe)."""
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.schedule == "cosine":
+        return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step or 10**9, gamma=config.lr_gamma)
 
 
 def check_splits(bundle: DatasetBundle) -> None:
@@ -193,12 +210,13 @@ def _train_epochs(training: Training, run_dir: Path, start_epoch: int) -> Path:
             mean_losses, mean_penalties, steps, seen = train_one_epoch(training, epoch, run_dir)
             training.scheduler.step()
             method.on_epoch_end(epoch, mean_losses)
-            accuracy = evaluate(model, _test_loader(training), training.bundle, training.device)
-            metrics = epoch_metrics(training, epoch, mean_losses, mean_penalties, accuracy, seen, started)
+            test = evaluate(model, _test_loader(training), training.bundle, training.device)
+            metrics = epoch_metrics(training, epoch, mean_losses, mean_penalties, test, seen, started)
             if is_main_process():
                 save_epoch(training, run_dir, epoch, steps, metrics)
-                accs = "  ".join(f"{n}={a:.3f}" for n, a in zip(training.task_names, accuracy))
-                log.info("epoch %d/%d  test accuracy %s  (%.0f img/s)", epoch + 1, config.epochs, accs,
+                shown = "  ".join(f"{task}.{kind.primary}={test[task][kind.primary]:.4g}"
+                                  for task, kind in zip(training.task_names, model.kinds))
+                log.info("epoch %d/%d  test %s  (%.0f img/s)", epoch + 1, config.epochs, shown,
                          metrics["images_per_second"])
     except KeyboardInterrupt:
         raise TrainingInterrupted(
@@ -246,13 +264,15 @@ def train_one_epoch(training: Training, epoch: int, run_dir: Path) -> tuple[torc
 
 
 def epoch_metrics(training: Training, epoch: int, mean_losses: torch.Tensor, mean_penalties: torch.Tensor | None,
-                  accuracy: list[float], seen: int, started: float) -> dict:
+                  test: dict[str, dict[str, float]], seen: int, started: float) -> dict:
     names = training.task_names
     seconds = time.perf_counter() - started
     metrics = {
         "epoch": epoch,
         "train_loss": dict(zip(names, mean_losses.tolist())),
-        "test_accuracy": dict(zip(names, accuracy)),
+        "test": test,
+        # Kept for classification tasks (what earlier versions recorded, and notebooks read).
+        **({"test_accuracy": accuracy} if (accuracy := {t: m["accuracy"] for t, m in test.items() if "accuracy" in m}) else {}),
         "lr": training.optimizer.param_groups[0]["lr"],
         "seconds": round(seconds, 3),
         "images_per_second": round(seen / seconds, 1),
@@ -279,7 +299,9 @@ def save_epoch(training: Training, run_dir: Path, epoch: int, steps: int, metric
 
 def _test_loader(training: Training) -> DataLoader:
     return DataLoader(
-        training.bundle.test, batch_size=max(256, training.config.batch_size), collate_fn=collate_batch,
+        # Dense outputs are input-sized maps: test batches as large as training ones, no larger.
+        training.bundle.test, collate_fn=collate_batch,
+        batch_size=training.config.batch_size if training.model.map_side is not None else max(256, training.config.batch_size),
         num_workers=training.config.num_workers, pin_memory=training.device.type == "cuda",
     )
 

@@ -1,13 +1,15 @@
 """`repeval report RUNS...`: Table-1 style results of training runs and the Figure-2 chart.
 
 Runs are grouped into rows by method, method options (minus a single run's task) and DGR
-setting; seeds are averaged. Each task's metric is its test accuracy at the last finished
-epoch, reported over training seeds as mean ± sample std [95 % t-interval] (`repeval.stats`),
+setting; seeds are averaged. A column is one test metric of one task (a classification task's
+column is its accuracy and is named after the task; dense tasks have a column per metric,
+"depth abs_err"), taken at the last finished epoch, reported over training seeds as mean ± sample std [95 % t-interval] (`repeval.stats`),
 with n. Rows that differ only in DGR and share seeds are also compared seed by seed
 (`paired_comparisons`); `compare` does that for any two groups of runs. Delta_MTL
-(paper eq. 6, `metrics.delta_mtl`) compares each row's mean accuracies with the mean of the
-`single` runs of each task; without single runs the column is left out. Best values are
-bold and second best underlined, among the multi-task rows.
+(paper eq. 6, `metrics.delta_mtl`) compares each row's means with the mean of the `single`
+runs of each task, each metric signed by its direction (`repeval.kinds.metric_info`); without
+single runs the column is left out. Best values (by direction) are bold and second best
+underlined, among the multi-task rows.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 
 from repeval import __version__
 from repeval.errors import DataNotFoundError, InvalidChoiceError, check_choice
-from repeval.metrics import DELTA_VARIANTS, delta_mtl
+from repeval.metrics import DELTA_VARIANTS, PUBLISHED_BASES, delta_mtl
 from repeval.stats import SeedSummary, paired, seed_summary
 from repeval.storage import atomic_json, atomic_write
 from repeval.training import run as run_files
@@ -36,7 +38,40 @@ SINGLE = "single"
 class RunResult:
     path: Path
     config: TrainConfig
-    accuracy: dict[str, float]
+    metrics: dict[str, dict[str, float]]  # {task: {metric: value}} at the last finished epoch
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """Column -> value (`column_name`)."""
+        return {column_name(t, m): v for t, values in self.metrics.items() for m, v in values.items()}
+
+
+def column_name(task: str, metric: str) -> str:
+    """A classification task's accuracy column is the task's name; other metrics are "task metric"."""
+    return task if metric == "accuracy" else f"{task} {metric}"
+
+
+def split_column(column: str) -> tuple[str, str]:
+    task, _, metric = column.partition(" ")
+    return task, metric or "accuracy"
+
+
+def higher_is_better(column: str) -> bool:
+    from repeval.kinds import metric_info
+
+    return metric_info(split_column(column)[1])[0] == "higher"
+
+
+def column_scale(column: str) -> float:
+    from repeval.kinds import metric_info
+
+    return 100.0 if metric_info(split_column(column)[1])[1] else 1.0
+
+
+def column_header(column: str) -> str:
+    task, metric = split_column(column)
+    unit = " (%)" if column_scale(column) == 100 else ""
+    return f"{task} acc{unit}" if metric == "accuracy" else f"{task} {metric}{unit}"
 
 
 @dataclass
@@ -59,7 +94,7 @@ class Row:
         return {t: s.std for t, s in self.summary.items()}
 
     def by_seed(self, task: str) -> dict[int, float]:
-        return {run.config.seed: run.accuracy[task] for run in self.runs if task in run.accuracy}
+        return {run.config.seed: run.scores[task] for run in self.runs if task in run.scores}
 
     @property
     def label(self) -> str:
@@ -82,7 +117,7 @@ def find_runs(paths: list[str | Path]) -> list[RunResult]:
             metrics = run_files.read_metrics(run_dir)
             if len(metrics) < (config.epochs or 0) or not metrics:
                 continue
-            results.append(RunResult(run_dir, config, metrics[-1]["test_accuracy"]))
+            results.append(RunResult(run_dir, config, metrics[-1]["test"]))
     if not results:
         raise DataNotFoundError(f"no finished run under {', '.join(map(str, paths))}")
     return results
@@ -98,13 +133,18 @@ def row_key(config: TrainConfig) -> tuple[str, str, str | None, float | None]:
     return name, config.method, base, None if config.dgr is None else config.dgr.strength
 
 
-def build_rows(runs: list[RunResult], variant: str = "per-task") -> tuple[list[Row], list[str], dict]:
-    """Rows (single-task baseline first), task names, and the baseline's provenance."""
+def build_rows(runs: list[RunResult], variant: str = "per-task", baseline_name: str | None = None
+               ) -> tuple[list[Row], list[str], dict]:
+    """Rows (single-task baseline first), columns, and the baseline's provenance. Delta_MTL is
+    against the `single` runs among `runs`, or against the published numbers `baseline_name`
+    (`repeval.metrics.PUBLISHED_BASES`) when given."""
     check_choice("report", "variant", variant, DELTA_VARIANTS)
+    if baseline_name is not None:
+        check_choice("report", "baseline", baseline_name, tuple(PUBLISHED_BASES))
     found = {run.config.dataset for run in runs}
     if len(found) > 1:
         raise InvalidChoiceError(f"a report covers one dataset; these runs mix {', '.join(sorted(found))}")
-    tasks = list(runs[0].accuracy)
+    tasks = list(runs[0].scores)  # the columns
     rows: dict[tuple, Row] = {}
     for run in runs:
         key = row_key(run.config)
@@ -112,20 +152,30 @@ def build_rows(runs: list[RunResult], variant: str = "per-task") -> tuple[list[R
     for row in rows.values():
         per_task = defaultdict(list)
         for run in row.runs:
-            own = [run.config.method_args["task"]] if row.method == SINGLE else tasks
+            own = [c for c in tasks if split_column(c)[0] == run.config.method_args["task"]] if row.method == SINGLE else tasks
             for task in own:
-                per_task[task].append(run.accuracy[task])
+                per_task[task].append(run.scores[task])
         row.summary = {t: seed_summary(v) for t, v in per_task.items()}
     single = [r for r in rows.values() if r.method == SINGLE]
     baseline: dict = {}
-    if single and all(t in single[0].mean for t in tasks):
+    lower = {split_column(c)[1] for c in tasks if not higher_is_better(c)}
+    if baseline_name is not None:
+        published = PUBLISHED_BASES[baseline_name]
+        needed = [column_name(t, m) for t, values in published.items() for m in values]
+        missing = [c for c in needed if c not in tasks]
+        if missing:
+            raise InvalidChoiceError(f"baseline {baseline_name!r} needs the columns {', '.join(missing)}, which these runs do not "
+                                     f"report (they report: {', '.join(tasks)})")
+        baseline = {"row": f"published: {baseline_name}", "runs": [], "means": published}
+        for row in rows.values():
+            if all(c in row.mean for c in needed):
+                row.delta = _delta(_nested({c: row.mean[c] for c in needed}), published, lower, variant)
+    elif single and all(t in single[0].mean for t in tasks):
         base = single[0]
-        baseline = {"row": base.label, "runs": [str(r.path) for r in base.runs], "accuracy": base.mean}
+        baseline = {"row": base.label, "runs": [str(r.path) for r in base.runs], "means": base.mean}
         for row in rows.values():
             if all(t in row.mean for t in tasks):
-                row.delta = delta_mtl(
-                    {t: {"acc": row.mean[t]} for t in tasks}, {t: {"acc": base.mean[t]} for t in tasks}, variant=variant
-                )
+                row.delta = _delta(_nested(row.mean), _nested(base.mean), lower, variant)
     position = {m: i for i, m in enumerate(TABLE_ORDER)}
 
     def order(row: Row) -> tuple:
@@ -135,13 +185,29 @@ def build_rows(runs: list[RunResult], variant: str = "per-task") -> tuple[list[R
     return ordered, tasks, baseline
 
 
+def _delta(multi: dict, single: dict, lower: set[str], variant: str) -> float | None:
+    """Delta_MTL, or None (a blank cell) where a baseline value of 0 leaves it undefined."""
+    try:
+        return delta_mtl(multi, single, lower_is_better=lower, variant=variant)
+    except ZeroDivisionError:
+        return None
+
+
+def _nested(means: dict[str, float]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for column, value in means.items():
+        task, metric = split_column(column)
+        out.setdefault(task, {})[metric] = value
+    return out
+
+
 def ranks(rows: list[Row], tasks: list[str]) -> dict[tuple[int, str], int]:
     """(row index, column) -> 1 for best, 2 for second, among multi-task rows."""
     marks = {}
     for column in [*tasks, "delta"]:
         scored = [(row.delta if column == "delta" else row.mean.get(column), i)
                   for i, row in enumerate(rows) if row.method != SINGLE]
-        values = sorted({v for v, _ in scored if v is not None}, reverse=True)
+        values = sorted({v for v, _ in scored if v is not None}, reverse=column == "delta" or higher_is_better(column))
         for v, i in scored:
             if v is not None and v in values[:2]:
                 marks[(i, column)] = values.index(v) + 1
@@ -151,13 +217,15 @@ def ranks(rows: list[Row], tasks: list[str]) -> dict[tuple[int, str], int]:
 def _cell(row: Row, column: str) -> str | None:
     if column == "delta":
         return None if row.delta is None else f"{100 * row.delta:+.2f}"
-    return row.summary[column].text(scale=100) if column in row.summary else None
+    scale = column_scale(column)
+    # Errors in raw units (metres, degrees) need more digits than percentages.
+    return row.summary[column].text(scale=scale, digits=2 if scale == 100 else 4) if column in row.summary else None
 
 
 def render_markdown(rows: list[Row], tasks: list[str], with_delta: bool) -> str:
     marks = ranks(rows, tasks)
     columns = [*tasks, *(["delta"] if with_delta else [])]
-    header = ["method", *[f"{t} acc (%)" for t in tasks], *(["Δ_MTL (%)"] if with_delta else []), "seeds"]
+    header = ["method", *[column_header(t) for t in tasks], *(["Δ_MTL (%)"] if with_delta else []), "seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, row in enumerate(rows):
         cells = []
@@ -206,8 +274,7 @@ def _blank(value):
 
 
 def paired_comparisons(rows: list[Row], tasks: list[str]) -> list[dict]:
-    """Each DGR row against the same method without DGR, seed by seed, per task (test accuracy:
-    higher is better)."""
+    """Each DGR row against the same method without DGR, seed by seed, per column."""
     plain = {(r.name, r.method, r.base): r for r in rows if r.dgr_lambda is None}
     out = []
     for row in rows:
@@ -221,19 +288,22 @@ def paired_comparisons(rows: list[Row], tasks: list[str]) -> list[dict]:
 
 
 def _paired_rows(a: Row, b: Row, task: str) -> dict:
-    """B − A on `task`'s test accuracy (higher is better), seed by seed."""
-    return {"a": a.label, "b": b.label, "task": task, "metric": "test accuracy",
-            **paired(a.by_seed(task), b.by_seed(task), higher_is_better=True).to_dict()}
+    """B − A on a column's test metric, seed by seed (the verdict follows its direction)."""
+    name, metric = split_column(task)
+    return {"a": a.label, "b": b.label, "task": name, "metric": f"test {metric}", "column": task,
+            "scale": column_scale(task),
+            **paired(a.by_seed(task), b.by_seed(task), higher_is_better=higher_is_better(task)).to_dict()}
 
 
 def render_paired(comparisons: list[dict]) -> str:
     if not comparisons:
         return ""
-    lines = ["| B vs A | task | B − A (points) [95 % CI] | n | verdict for B |", "|---|---|---|---|---|"]
+    lines = ["| B vs A | task | B − A (points, or the metric's unit) [95 % CI] | n | verdict for B |", "|---|---|---|---|---|"]
     for c in comparisons:
-        d = c["difference"]
-        interval = "" if d["std"] is None else f" [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]"
-        lines.append(f"| {c['b']} vs {c['a']} | {c['task']} | {100 * d['mean']:+.2f}{interval} | {d['n']} | {c['verdict']} |")
+        d, k = c["difference"], c.get("scale", 100.0)
+        digits = 2 if k == 100 else 4
+        interval = "" if d["std"] is None else f" [{k * d['ci_low']:+.{digits}f}, {k * d['ci_high']:+.{digits}f}]"
+        lines.append(f"| {c['b']} vs {c['a']} | {c.get('column', c['task'])} | {k * d['mean']:+.{digits}f}{interval} | {d['n']} | {c['verdict']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -255,7 +325,7 @@ def compare(paths_a: list[str | Path], paths_b: list[str | Path]) -> tuple[list[
             raise InvalidChoiceError(f"group {name} has two runs with the same seed; a pairing needs one run per seed")
         groups.append(row)
     a, b = groups
-    tasks = [t for t in a.runs[0].accuracy if t in b.runs[0].accuracy]
+    tasks = [t for t in a.runs[0].scores if t in b.runs[0].scores]
     comparisons = []
     for task in tasks:
         if not set(a.by_seed(task)) & set(b.by_seed(task)):
@@ -303,17 +373,24 @@ def plot_delta_bars(rows: list[Row], out_stem: str | Path) -> dict[str, dict[str
     return bars
 
 
-def write_report(paths: list[str | Path], out_dir: str | Path, variant: str = "per-task") -> tuple[Path, str]:
+def write_report(paths: list[str | Path], out_dir: str | Path, variant: str = "per-task",
+                 baseline: str | None = None) -> tuple[Path, str]:
     """Write table.md / .csv / .tex, delta_mtl.png / .svg and report.json; returns the folder
-    and the Markdown table."""
+    and the Markdown table. `baseline` names published single-task numbers for Delta_MTL."""
     runs = find_runs(paths)
-    rows, tasks, baseline = build_rows(runs, variant)
+    baseline_name = baseline
+    rows, tasks, baseline = build_rows(runs, variant, baseline_name)
     with_delta = bool(baseline)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     markdown = render_markdown(rows, tasks, with_delta)
-    note = (f"\nΔ_MTL ({variant}) against single-task runs: {', '.join(baseline['runs'])}\n" if with_delta
-            else "\nNo single-task runs among the inputs: Δ_MTL needs `--method single` runs of every task.\n")
+    if baseline_name is not None:
+        note = f"\nΔ_MTL ({variant}) against the published single-task numbers {baseline_name!r}: {baseline['means']}\n"
+    elif with_delta:
+        note = f"\nΔ_MTL ({variant}) against single-task runs: {', '.join(baseline['runs'])}\n"
+    else:
+        note = "\nNo single-task runs among the inputs: Δ_MTL needs `--method single` runs of every task (or --baseline).\n"
+    note += ("\nEvery column is the final epoch's test metric (no selection on the test set).\n")
     comparisons = paired_comparisons(rows, tasks)
     if comparisons:
         note += ("\nPaired comparisons on shared training seeds (B − A; 'better'/'worse' only when the 95 % "
@@ -325,7 +402,7 @@ def write_report(paths: list[str | Path], out_dir: str | Path, variant: str = "p
         plot_delta_bars(rows, out / "delta_mtl")
     atomic_json({
         "repeval_version": __version__, "inputs": [str(p) for p in paths], "delta_variant": variant,
-        "metric": "test accuracy at the last finished epoch; mean, sample std and 95 % t-interval over training seeds",
+        "metric": "each column's test metric at the last finished epoch; mean, sample std and 95 % t-interval over training seeds",
         "paired_comparisons": comparisons,
         "single_task_baseline": baseline,
         "rows": [{"label": r.label, "method": r.method, "base": r.base, "dgr_lambda": r.dgr_lambda, "mean": r.mean, "std": r.std,

@@ -218,7 +218,19 @@ def read_metrics(run_dir: Path) -> list[dict]:
         lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except ValueError as e:
         raise CheckpointError(f"{str(path)!r} is corrupt ({e})") from None
-    return lines
+    return [with_test_metrics(line) for line in lines]
+
+
+def with_test_metrics(line: dict) -> dict:
+    """A metrics line with `test` ({task: {metric: value}}); lines written before task kinds
+    existed hold only `test_accuracy` ({task: accuracy}) and gain the equivalent `test`.
+
+    >>> with_test_metrics({"test_accuracy": {"age": 0.5}})["test"]
+    {'age': {'accuracy': 0.5}}
+    """
+    if "test" not in line and isinstance(line.get("test_accuracy"), dict):
+        return {**line, "test": {t: {"accuracy": a} for t, a in line["test_accuracy"].items()}}
+    return line
 
 
 def load_resume_state(run_dir: Path) -> tuple[dict, dict]:
@@ -245,5 +257,5 @@ def load_resume_state(run_dir: Path) -> tuple[dict, dict]:
 __all__ = [
     "CONFIG", "METRICS", "CHECKPOINT", "TRAIN_STATE", "COMMIT", "TMP_SUFFIX", "new_run_dir", "empty_run_dir",
     "write_config", "read_config", "rewrite_config", "committed_epoch", "save_epoch", "recover", "latest_run",
-    "read_metrics", "load_resume_state", "check_finite",
+    "read_metrics", "with_test_metrics", "load_resume_state", "check_finite",
 ]

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 
 from repeval.datasets import InputNormalizer
 from repeval.errors import InvalidChoiceError
@@ -29,20 +28,24 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class Batch:
-    """A batch on the device: normalised float images and one label vector per task."""
+    """A batch on the device: normalised float images and one target per task (a label vector
+    for classification, a map for dense kinds)."""
 
     x: torch.Tensor
     ys: list[torch.Tensor]
 
 
-def to_device(images: torch.Tensor, labels: torch.Tensor, normalize: InputNormalizer, device: torch.device) -> Batch:
+def to_device(images: torch.Tensor, targets, normalize: InputNormalizer, device: torch.device) -> Batch:
+    """`targets` is a `[B, K]` label tensor (classification datasets) or a sequence of K
+    per-task tensors (dense datasets)."""
     # uint8 crosses the bus (pinned, non-blocking) and is normalised on the device.
     images = images.to(device, non_blocking=True)
-    labels = labels.to(device, non_blocking=True)
     x = normalize(images)
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
-    return Batch(x, list(labels.unbind(dim=1)))
+    if isinstance(targets, torch.Tensor):
+        return Batch(x, list(targets.to(device, non_blocking=True).unbind(dim=1)))
+    return Batch(x, [t.to(device, non_blocking=True) for t in targets])
 
 
 def autocast(device: torch.device):
@@ -61,8 +64,8 @@ def forward_pass(model: MultiTaskModel, regularizer: DummyGradientRegularizer | 
     gradient joins: `DummyGradientRegularizer.join`)."""
     with autocast(batch.x.device):
         z = model.encode(batch.x)
-        logits = model.predict(z)
-    losses = torch.stack([F.cross_entropy(lg.float(), y) for lg, y in zip(logits, batch.ys)])
+        outputs = model.predict(z)
+    losses = model.task_losses(outputs, batch.ys)
     if regularizer is None:
         return Pass(losses, z, None, None)
     losses, z_grad, penalties = regularizer.join(losses, z, batch.ys)
@@ -72,8 +75,8 @@ def forward_pass(model: MultiTaskModel, regularizer: DummyGradientRegularizer | 
 def functional_task_losses(model: MultiTaskModel, batch: Batch, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """Task losses [K] of the model run with `params` in place of its own parameters."""
     with autocast(batch.x.device):
-        logits = torch.func.functional_call(model, params, (batch.x,))
-    return torch.stack([F.cross_entropy(lg.float(), y) for lg, y in zip(logits, batch.ys)])
+        outputs = torch.func.functional_call(model, params, (batch.x,))
+    return model.task_losses(outputs, batch.ys)
 
 
 def training_step(

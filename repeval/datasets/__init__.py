@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 DATASETS: Registry[Callable[..., DatasetBundle]] = Registry("dataset")
 DATASETS.register_lazy("multidigits", "repeval.datasets.multidigits:build_multidigits", needs_data_dir=False)
 DATASETS.register_lazy("utkface", "repeval.datasets.utkface:build_utkface", needs_data_dir=True)
+DATASETS.register_lazy("scenes", "repeval.datasets.scenes:build_scenes", needs_data_dir=False)
+DATASETS.register_lazy("nyuv2", "repeval.datasets.nyuv2:build_nyuv2", needs_data_dir=True)
+DATASETS.register_lazy("cityscapes", "repeval.datasets.cityscapes:build_cityscapes", needs_data_dir=True)
 
 # Datasets that read a folder take `data_dir`; the embedded ones take none.
 NEEDS_DATA_DIR = {name for name in DATASETS.names() if DATASETS.meta(name)["needs_data_dir"]}

@@ -18,11 +18,9 @@ the model head's loss and is averaged with the decoders."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from repeval.errors import check_number
-from repeval.models import build_head
 from repeval.training.methods.base import ParamGroups, Pass, StepContext, WrapsMethod
 
 
@@ -37,11 +35,8 @@ class PTA(WrapsMethod):
         super().attach(model)
         device = next(model.parameters()).device
         self.extra = nn.ModuleList(
-            nn.ModuleList(
-                build_head(model.num_features, model.heads[t.name][0].out_features, t.num_classes)
-                for _ in range(self.decoders - 1)
-            )
-            for t in model.tasks
+            nn.ModuleList(model.new_head(k) for _ in range(self.decoders - 1))
+            for k in range(len(model.tasks))
         ).to(device)
 
     def parameters(self) -> list[torch.Tensor]:
@@ -56,8 +51,9 @@ class PTA(WrapsMethod):
         self.prepare(ctx)
         out = ctx.forward(ctx.batch)
         z = out.z.float()
+        kinds = ctx.model.kinds
         task_losses = torch.stack([
-            (out.losses[k] + sum(F.cross_entropy(decoder(z), y) for decoder in decoders)) / self.decoders
+            (out.losses[k] + sum(kinds[k].loss(decoder(z), y) for decoder in decoders)) / self.decoders
             for k, (decoders, y) in enumerate(zip(self.extra, ctx.batch.ys))
         ])
         heads = [[*head, *decoders.parameters()] for head, decoders in zip(ctx.params.heads, self.extra)]

@@ -1,0 +1,113 @@
+"""Dense multi-task datasets: images with one target map per task, and the Auto-lambda/DGR
+joint augmentation (random scale and crop, horizontal flip) applied to all of them at once.
+
+Samples come from a `source` (`load(i)` -> uint8 CHW image, per-task target arrays): real
+datasets read their files per sample; small ones hold arrays in memory. Each target map is
+`[H, W]` (int64, segmentation) or `[C, H, W]` (float32). What scaling and flipping does to a
+target (depth / scale, disparity * scale, the normals' x negated) is the task kind's business
+(`TaskKind.scale_target`, `TaskKind.flip_target`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from repeval.kinds import kind_of
+from repeval.tasks import TaskSpec
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Auto-lambda/DGR's `DataTransform`: scale the sample by one of `scales` (image bilinear,
+    targets nearest), take one random `crop` (padding with the targets' invalid values when the
+    scaled sample is smaller), flip with probability 1/2.
+
+    NYUv2: scales (1.0, 1.2, 1.5), crop 288x384. Cityscapes: scale 1.0, crop 256x256."""
+
+    scales: tuple[float, ...]
+    crop: tuple[int, int]
+
+
+class ArraySource:
+    """Samples held in memory: uint8 `[N, C, H, W]` images and per-task target arrays."""
+
+    def __init__(self, images: np.ndarray, targets: Sequence[np.ndarray]):
+        self.images, self.targets = images, list(targets)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, i: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        return self.images[i], [t[i] for t in self.targets]
+
+
+class DenseDataset(torch.utils.data.Dataset):
+    """A split of a dense dataset. Items are `(uint8 [C, H, W], [target per task])`;
+    `__getitems__` returns a whole batch, stacked (see `repeval.datasets.collate_batch`)."""
+
+    def __init__(self, source, tasks: tuple[TaskSpec, ...], augmentation: Augmentation | None = None):
+        self.source = source
+        self.kinds = [kind_of(t) for t in tasks]
+        self.augmentation = augmentation
+        self.indices = np.arange(len(source))
+        self.extras: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        image, _ = self.source.load(0)
+        if self.augmentation is not None:
+            return (image.shape[0], *self.augmentation.crop)
+        return tuple(image.shape)
+
+    def __getitem__(self, i: int):
+        image, targets = self.source.load(int(i))
+        image = torch.from_numpy(np.ascontiguousarray(image))
+        targets = [torch.from_numpy(np.ascontiguousarray(t)) for t in targets]
+        if self.augmentation is not None:
+            image, targets = augment(image, targets, self.kinds, self.augmentation)
+        return image, targets
+
+    def __getitems__(self, idx: list[int]):
+        items = [self[i] for i in idx]
+        return torch.stack([im for im, _ in items]), [torch.stack(ts) for ts in zip(*(t for _, t in items))]
+
+
+def augment(image: torch.Tensor, targets: list[torch.Tensor], kinds, aug: Augmentation, generator=None):
+    """One sample through `aug`, drawing the scale, crop and flip from torch's RNG (saved with
+    the run, so a resumed run draws the same)."""
+    sc = aug.scales[int(torch.randint(len(aug.scales), (1,), generator=generator))]
+    h, w = image.shape[-2:]
+    size = (int(h * sc), int(w * sc))
+    if size != (h, w):
+        image = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+        image = image.round().clamp(0, 255).to(torch.uint8)
+        targets = [_resize_nearest(t, size) for t in targets]
+    ch, cw = aug.crop
+    pad_h, pad_w = max(ch - size[0], 0), max(cw - size[1], 0)
+    if pad_h or pad_w:
+        image = F.pad(image[None].float(), (0, pad_w, 0, pad_h), mode="reflect")[0].to(torch.uint8)
+        targets = [F.pad(t, (0, pad_w, 0, pad_h), value=kind.invalid_value) for t, kind in zip(targets, kinds)]
+    top = int(torch.randint(image.shape[-2] - ch + 1, (1,), generator=generator))
+    left = int(torch.randint(image.shape[-1] - cw + 1, (1,), generator=generator))
+    flip = bool(torch.rand((), generator=generator) > 0.5)
+    image = image[..., top:top + ch, left:left + cw]
+    targets = [t[..., top:top + ch, left:left + cw] for t in targets]
+    if flip:
+        image = image.flip(-1)
+        targets = [kind.flip_target(t.flip(-1)) for t, kind in zip(targets, kinds)]
+    targets = [kind.scale_target(t, sc) for t, kind in zip(targets, kinds)]
+    return image.contiguous(), [t.contiguous() for t in targets]
+
+
+def _resize_nearest(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    x = t[None, None] if t.dim() == 2 else t[None]
+    out = F.interpolate(x.float(), size=size, mode="nearest")[0]
+    out = out[0] if t.dim() == 2 else out
+    return out.to(t.dtype)
