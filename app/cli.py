@@ -160,6 +160,9 @@ def probe(
     from repeval.training.loop import resolve_device
 
     measure = UniversalityConfig(n_random=n_random, head=head, standardize=standardize) if universality else None
+    if _probe_dense(checkpoints, timm, out, device, classifiers, universality=universality, n_random=n_random,
+                    seed=config.seeds[0]):
+        return
     sources = encoder_sources(checkpoints, timm, pretrained_file, dataset, data_dir, data_option)
     maps = tuple(m for m, on in (("tsne", tsne), ("umap", umap)) if on)
     run_probe_workflow(sources, config, out, maps=maps, max_points=max_points, universality=measure,
@@ -167,6 +170,33 @@ def probe(
                        progress=progress_default() if progress is None else progress,
                        console=make_console())
     typer.echo(str(out))
+
+
+def _probe_dense(checkpoints, timm_name, out: Path, device: str, classifiers: Optional[str], universality: bool,
+                 n_random: int, seed: int) -> bool:
+    """Dense checkpoints get the per-pixel linear probe (and universality) instead of the
+    per-image suite, said in one line; returns whether they were handled here."""
+    if timm_name is not None or not checkpoints:
+        return False
+    from repeval.probes.dense import PIXELS_PER_IMAGE, describe, is_dense_checkpoint, write_dense_probe
+    from repeval.training.loop import resolve_device
+
+    paths = [p / "checkpoint.pt" if p.is_dir() else p for p in checkpoints]
+    dense = [p for p in paths if is_dense_checkpoint(p)]
+    if not dense:
+        return False
+    if len(dense) != len(paths):
+        raise InvalidChoiceError("these checkpoints mix dense and per-image tasks; probe each kind in its own command")
+    per_image = f"the per-image probes ({classifiers})" if classifiers else "per-image universality"
+    typer.echo(f"dense tasks: {per_image} do not apply; running a per-pixel linear probe on {PIXELS_PER_IMAGE} "
+               "sampled pixels per image instead (see repeval.probes.dense)")
+    rows, urows = write_dense_probe(dense, out, universality=universality, n_random=n_random, seed=seed,
+                                    device=str(resolve_device(device)))
+    typer.echo(describe(rows))
+    if urows:
+        typer.echo(describe(urows))
+    typer.echo(str(out))
+    return True
 
 
 @app.command("universality")
@@ -196,6 +226,8 @@ def universality_command(
 
     config = UniversalityConfig(n_random=n_random, head=head, hidden=hidden, restarts=restarts, tol=tol,
                                 standardize=standardize, seed=seed, l2=l2)
+    if _probe_dense(checkpoints, timm, out, device, None, universality=True, n_random=n_random, seed=seed):
+        return
     sets = extract_all(encoder_sources(checkpoints, timm, pretrained_file, dataset, data_dir, data_option),
                        device=str(resolve_device(device)))
     universality_of(sets, config, out, make_console())

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from repeval import __version__, datasets
 from repeval.checkpoint import EXECUTION_FIELDS, content_hash, load_checkpoint, model_from_checkpoint
 from repeval.datasets import InputNormalizer, InputSpec, collate_batch
+from repeval.errors import InvalidChoiceError
 from repeval.models import build_encoder, check_backbone
 from repeval.probes.config import EXTRACT_BATCH
 from repeval.storage import atomic_write, cache_dir
@@ -106,6 +107,11 @@ def source_from_checkpoint(path: str | os.PathLike, data_dir: str | None = None)
     ('x', 'multidigits')
     """
     ckpt = load_checkpoint(path)
+    if ckpt["model"].get("dense"):
+        tasks = ", ".join(f"{t['name']} ({t['kind']})" for t in ckpt["tasks"])
+        raise InvalidChoiceError(
+            f"checkpoint {str(path)!r} has dense tasks ({tasks}): per-image embeddings (t-SNE/UMAP maps, the "
+            "dt/svm/knn probes) do not apply; `repeval probe` runs the per-pixel linear probe on it")
     args = dict(ckpt["dataset"]["args"])
     if data_dir is not None:
         args["data_dir"] = str(data_dir)

@@ -41,6 +41,14 @@ class DummyHeads(nn.Module):
     parameters, so never in an optimiser, never updated, always saved. `losses` runs all of them
     at once with `vmap(functional_call)`. Their batch norms use batch statistics and keep no
     running statistics (the reference code runs its dummy heads in training mode).
+
+    >>> from repeval.kinds import kind_of
+    >>> depth = kind_of(TaskSpec("depth", 1, kind="depth"))
+    >>> heads = DummyHeads(depth, 8, HeadConfig(width=4), count=3, seed=0, map_side=4)
+    >>> heads.outputs(torch.randn(2, 8, 4, 4)).shape  # d, B, channels, h, w
+    torch.Size([3, 2, 1, 4, 4])
+    >>> heads.losses(torch.randn(2, 8, 4, 4), torch.rand(2, 1, 16, 16)).shape
+    torch.Size([3])
     """
 
     def __init__(self, kind: TaskKind, in_channels: int, config: HeadConfig, count: int, seed: int,

@@ -11,7 +11,8 @@ MODULES = [
     "repeval.registry", "repeval.errors", "repeval.datasets", "repeval.datasets.multidigits",
     "repeval.probes.embeddings", "repeval.probes.suite", "repeval.probes.universality", "repeval.metrics",
     "repeval.training.config", "repeval.training.dgr", "repeval.validation", "repeval.probes.config",
-    "repeval.models", "repeval.stats",
+    "repeval.models", "repeval.stats", "repeval.heads", "repeval.kinds", "repeval.tasks", "repeval.datasets.scenes",
+    "repeval.training.run",
 ]  # modules whose examples need trained runs mark them +SKIP and are not listed
 
 
