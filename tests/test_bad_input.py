@@ -121,6 +121,18 @@ CASES = [
     (["sweep", "{sweep_ok}", "--out", "{file}"], "--out '{file}' is a file, not a folder"),
     (["report", "{badrun}", "--delta", "mean"], "The 'delta' parameter of repeval report must be one of"),
     (["demo", "--epochs", "0"], "The 'epochs' parameter of repeval demo must be an int >= 1. Got 0"),
+    (["train", "scenes", "--aspp-rates", "12,0"], "--aspp-rates must be 'auto' or comma-separated ints >= 1, e.g. 12,24,36. Got '12,0'"),
+    (["train", "scenes", "--optimizer", "rmsprop"], "The 'optimizer' parameter of TrainConfig must be one of 'adam', 'sgd'. Got 'rmsprop'"),
+    (["train", "scenes", "--schedule", "linear"], "The 'schedule' parameter of TrainConfig must be one of 'step', 'cosine'"),
+    (["train", "scenes", "--data-option", "size=8"], "The 'size' parameter of Scenes must be an int >= 16 and <= 512. Got 8"),
+    (["train", "scenes", "--data-option", "normal_loss=l2"], "The 'normal_loss' parameter of Scenes must be one of 'l1', 'cosine'"),
+    (["train", "nyuv2"], "dataset 'nyuv2' needs --data-dir"),
+    (["train", "nyuv2", "--data-dir", "{utk}", "--split-seed", "1"], "nyuv2 has a fixed train/val split; --split-seed must be 0"),
+    (["train", "nyuv2", "--data-dir", "{utk}", "--backbone", "test_resnet"], "train/image' does not exist; expected the layout DATA_DIR/{{train,val}}/{{image,label,depth,normal}}/N.npy"),
+    (["train", "cityscapes", "--data-dir", "{utk}", "--data-option", "variant=auto"], "The 'variant' parameter of Cityscapes must be one of 'dgr', 'mtan'"),
+    (["train", "cityscapes", "--data-dir", "{utk}", "--backbone", "test_resnet"], "has no train/ folder; expected the 'dgr' layout"),
+    (["report", "{badrun}", "--baseline", "stl"], "The 'baseline' parameter of repeval report must be one of 'autolambda-nyuv2'"),
+    (["reproduce", "nyuv2"], "reproduce nyuv2 needs --data-dir"),
 ]
 
 

@@ -116,8 +116,26 @@ def test_reproduce_smoke_runs_every_row_of_the_protocol(tmp_path, utkface_dir, c
 def test_reproduce_without_weights_or_with_an_unknown_protocol_is_refused(tmp_path, capsys):
     assert main(["reproduce", "utkface", "--data-dir", str(tmp_path)]) == 2
     assert "pass --pretrained-file PATH" in capsys.readouterr().err
-    assert main(["reproduce", "nyuv2", "--data-dir", str(tmp_path), "--smoke"]) == 2
-    assert "utkface" in capsys.readouterr().err
+    assert main(["reproduce", "mnist", "--data-dir", str(tmp_path), "--smoke"]) == 2
+    assert "must be one of 'utkface', 'nyuv2', 'cityscapes'. Got 'mnist'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("protocol", ["nyuv2", "cityscapes"])
+def test_reproduce_scene_smoke_runs_the_split_grid_on_generated_data(tmp_path, protocol, capsys):
+    assert main(["reproduce", protocol, "--smoke", "--out", str(tmp_path), "--no-progress"]) == 0
+    report = json.loads((tmp_path / f"{protocol}-split-smoke" / "report" / "report.json").read_text())
+    labels = [r["label"] for r in report["rows"]]
+    assert labels[:3] == ["single", "ew", "ew + DGR (λ=0.1)"] and len(labels) == 1 + 8 * 2
+    config = report["rows"][2]["runs"][0]["config"]
+    assert (config["optimizer"], config["schedule"], config["dataset"]) == ("sgd", "cosine", protocol)
+    assert (config["dgr"]["penalty"], config["dgr"]["estimator"], config["dgr"]["eps"]) == ("squared", "finite-diff", 1e-3)
+    tasks = {"nyuv2": ["seg", "depth", "normal"], "cityscapes": ["seg", "part_seg", "disp"]}[protocol]
+    assert sorted(r["config"]["method_args"]["task"] for r in report["rows"][0]["runs"]) == sorted(tasks)
+    from repeval.training.reproduce import scene_spec
+
+    spec, baseline = scene_spec(protocol, "D")
+    assert baseline == f"autolambda-{protocol}" and spec["train"]["aspp_rates"] == "12,24,36"
+    assert spec["train"]["epochs"] == 300 and spec["grid"]["seeds"] == [0, 1, 2]
 
 
 def test_the_example_sweeps_expand():

@@ -398,7 +398,7 @@ def write_report(paths: list[str | Path], out_dir: str | Path, variant: str = "p
     atomic_write(out / "table.md", lambda f: f.write((markdown + note).encode()))
     atomic_write(out / "table.csv", lambda f: f.write(render_csv(rows, tasks).encode()))
     atomic_write(out / "table.tex", lambda f: f.write(render_latex(rows, tasks, with_delta).encode()))
-    if with_delta:
+    if with_delta and any(r.delta is not None for r in rows):  # none where every baseline value is 0
         plot_delta_bars(rows, out / "delta_mtl")
     atomic_json({
         "repeval_version": __version__, "inputs": [str(p) for p in paths], "delta_variant": variant,
