@@ -17,7 +17,7 @@ from repeval import __version__
 from repeval.app.console import progress_default
 from repeval.app.options import (
     DataDirOverride, DataOptions, Device, TimmDataset, TimmName, TimmWeights, expand, make_console, one_of,
-    parse_key_values, saying_where_training_stopped, encoder_sources,
+    parse_key_values, probe_dense_checkpoints, saying_where_training_stopped, encoder_sources,
 )
 from repeval.datasets import DATASETS, NEEDS_DATA_DIR
 from repeval.errors import (
@@ -28,7 +28,7 @@ from repeval.probes.config import HEADS as UNIVERSALITY_HEADS
 from repeval.probes.config import EXTRACT_BATCH, MAP_MAX_POINTS, MAP_METHODS, ProbeConfig, UniversalityConfig
 from repeval.probes.registry import PROBES, parse_classifiers
 from repeval.storage import check_output_dir
-from repeval.training.config import DEVICES, ESTIMATORS, OPTIMIZERS, ORDERS, PENALTIES, SCHEDULES, DGRConfig, TrainConfig
+from repeval.training.config import DEVICES, ESTIMATORS, FD_SCHEMES, OPTIMIZERS, ORDERS, PENALTIES, SCHEDULES, DGRConfig, TrainConfig
 from repeval.training.methods import METHODS, rep_grad_methods
 from repeval.training.reproduce import PROTOCOLS
 from repeval.validation import parse_seeds
@@ -66,6 +66,7 @@ def train(
     dgr_estimator: str = typer.Option(_D.estimator, help=f"{one_of(ESTIMATORS)} (exact: double backward; finite-diff: +-eps)."),
     dgr_dummies: int = typer.Option(_D.dummies, help="Dummy heads per task."),
     dgr_eps: float = typer.Option(_D.eps, help="Finite-difference step (parameter-space norm)."),
+    dgr_fd_scheme: str = typer.Option(_D.fd_scheme, help=f"{one_of(FD_SCHEMES)}: finite differences central (O(eps^2)) or one-sided as the authors' code (one dummy forward cheaper)."),
     dgr_seed: int = typer.Option(_D.dummy_seed, help="Seed of the dummy heads."),
     dgr_order: str = typer.Option(_D.order, help=f"{one_of(ORDERS)}: DGR's gradient added after the method combines task gradients (authors' code), or inside each task's loss."),
     lr: Optional[float] = typer.Option(None, help="Learning rate; default per dataset."),
@@ -113,7 +114,7 @@ def train(
         method=method,
         method_args=method_args,
         dgr=DGRConfig(lam=dgr_lambda, dummies=dgr_dummies, penalty=dgr_penalty, estimator=dgr_estimator,
-                      eps=dgr_eps, dummy_seed=dgr_seed, order=dgr_order) if dgr else None,
+                      eps=dgr_eps, dummy_seed=dgr_seed, order=dgr_order, fd_scheme=dgr_fd_scheme) if dgr else None,
         lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size, lr_step=lr_step,
         lr_gamma=lr_gamma, seed=seed, device=device, num_workers=num_workers, out_dir=str(out),
         progress=progress_default() if progress is None else progress,
@@ -160,7 +161,7 @@ def probe(
     from repeval.training.loop import resolve_device
 
     measure = UniversalityConfig(n_random=n_random, head=head, standardize=standardize) if universality else None
-    if _probe_dense(checkpoints, timm, out, device, classifiers, universality=universality, n_random=n_random,
+    if probe_dense_checkpoints(checkpoints, timm, out, device, classifiers, universality=universality, n_random=n_random,
                     seed=config.seeds[0]):
         return
     sources = encoder_sources(checkpoints, timm, pretrained_file, dataset, data_dir, data_option)
@@ -170,33 +171,6 @@ def probe(
                        progress=progress_default() if progress is None else progress,
                        console=make_console())
     typer.echo(str(out))
-
-
-def _probe_dense(checkpoints, timm_name, out: Path, device: str, classifiers: Optional[str], universality: bool,
-                 n_random: int, seed: int) -> bool:
-    """Dense checkpoints get the per-pixel linear probe (and universality) instead of the
-    per-image suite, said in one line; returns whether they were handled here."""
-    if timm_name is not None or not checkpoints:
-        return False
-    from repeval.probes.dense import PIXELS_PER_IMAGE, describe, is_dense_checkpoint, write_dense_probe
-    from repeval.training.loop import resolve_device
-
-    paths = [p / "checkpoint.pt" if p.is_dir() else p for p in checkpoints]
-    dense = [p for p in paths if is_dense_checkpoint(p)]
-    if not dense:
-        return False
-    if len(dense) != len(paths):
-        raise InvalidChoiceError("these checkpoints mix dense and per-image tasks; probe each kind in its own command")
-    per_image = f"the per-image probes ({classifiers})" if classifiers else "per-image universality"
-    typer.echo(f"dense tasks: {per_image} do not apply; running a per-pixel linear probe on {PIXELS_PER_IMAGE} "
-               "sampled pixels per image instead (see repeval.probes.dense)")
-    rows, urows = write_dense_probe(dense, out, universality=universality, n_random=n_random, seed=seed,
-                                    device=str(resolve_device(device)))
-    typer.echo(describe(rows))
-    if urows:
-        typer.echo(describe(urows))
-    typer.echo(str(out))
-    return True
 
 
 @app.command("universality")
@@ -226,7 +200,7 @@ def universality_command(
 
     config = UniversalityConfig(n_random=n_random, head=head, hidden=hidden, restarts=restarts, tol=tol,
                                 standardize=standardize, seed=seed, l2=l2)
-    if _probe_dense(checkpoints, timm, out, device, None, universality=True, n_random=n_random, seed=seed):
+    if probe_dense_checkpoints(checkpoints, timm, out, device, None, universality=True, n_random=n_random, seed=seed):
         return
     sets = extract_all(encoder_sources(checkpoints, timm, pretrained_file, dataset, data_dir, data_option),
                        device=str(resolve_device(device)))

@@ -88,3 +88,30 @@ def make_console():
     from repeval.app.console import console
 
     return console()
+
+
+def probe_dense_checkpoints(checkpoints, timm_name, out: Path, device: str, classifiers: Optional[str], universality: bool,
+                 n_random: int, seed: int) -> bool:
+    """Dense checkpoints get the per-pixel linear probe (and universality) instead of the
+    per-image suite, said in one line; returns whether they were handled here."""
+    if timm_name is not None or not checkpoints:
+        return False
+    from repeval.probes.dense import PIXELS_PER_IMAGE, describe, is_dense_checkpoint, write_dense_probe
+    from repeval.training.loop import resolve_device
+
+    paths = [p / "checkpoint.pt" if p.is_dir() else p for p in checkpoints]
+    dense = [p for p in paths if is_dense_checkpoint(p)]
+    if not dense:
+        return False
+    if len(dense) != len(paths):
+        raise InvalidChoiceError("these checkpoints mix dense and per-image tasks; probe each kind in its own command")
+    per_image = f"the per-image probes ({classifiers})" if classifiers else "per-image universality"
+    typer.echo(f"dense tasks: {per_image} do not apply; running a per-pixel linear probe on {PIXELS_PER_IMAGE} "
+               "sampled pixels per image instead (see repeval.probes.dense)")
+    rows, urows = write_dense_probe(dense, out, universality=universality, n_random=n_random, seed=seed,
+                                    device=str(resolve_device(device)))
+    typer.echo(describe(rows))
+    if urows:
+        typer.echo(describe(urows))
+    typer.echo(str(out))
+    return True

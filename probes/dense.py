@@ -91,12 +91,8 @@ def kind_metrics(kind: TaskKind, prediction: np.ndarray, target: np.ndarray) -> 
 
 
 def valid_pixels(kind: TaskKind, target: np.ndarray) -> np.ndarray:
-    """Which sampled pixels a task counts (its kind's ignore rule, as its metric applies it)."""
-    if kind.target_is_index:
-        return (target >= 0) & (target < kind.outputs)
-    if target.ndim == 2 and target.shape[1] == 3:
-        return target.sum(1) != 0  # normals: the reference rule
-    return target.reshape(len(target), -1)[:, 0] != getattr(kind, "invalid", 0.0)
+    """Which sampled pixels a task counts (its kind's ignore rule)."""
+    return kind.valid(_as_image(target)).flatten().numpy()
 
 
 def least_squares_head(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -233,3 +233,18 @@ def test_dummy_losses_are_per_head_means():
         w1, b1, w2, b2 = (p[j] for p in heads.params())
         logits = F.relu(z @ w1.T + b1) @ w2.T + b2
         torch.testing.assert_close(losses[j], F.cross_entropy(logits, ys[0]))
+
+
+@pytest.mark.parametrize("penalty", PENALTIES)
+def test_one_sided_finite_difference_agrees_with_exact_to_first_order(penalty):
+    z, ys = tiny_batch()
+    heads = tiny_heads()
+    exact, p_exact = DummyGradientRegularizer(heads, DGRConfig(lam=1.0, penalty=penalty))(z, ys)
+    errors = []
+    for eps in (1e-3, 1e-4):
+        fd, p_fd = DummyGradientRegularizer(heads, DGRConfig(lam=1.0, penalty=penalty, estimator="finite-diff",
+                                                             fd_scheme="forward", eps=eps))(z, ys)
+        errors.append(((fd - exact).norm() / exact.norm()).item())
+        torch.testing.assert_close(p_fd, p_exact, rtol=1e-10, atol=0)
+    # O(eps): ten times smaller steps give about ten times smaller errors (unlike central's O(eps^2)).
+    assert errors[1] < 2e-3 and 5 < errors[0] / errors[1] < 20

@@ -175,3 +175,22 @@ def test_task_specs_round_trip_and_format_1_specs_are_classification():
     assert TaskSpec.from_dict(s.to_dict()) == s
     old = {"name": "age", "num_classes": 2, "label_names": ["a", "b"], "ordinal": False}
     assert TaskSpec.from_dict(old).kind == "classification"
+
+
+@pytest.mark.parametrize("name", KINDS.names())
+def test_the_ignore_rule_matches_what_the_metric_counts(name):
+    """`valid` is the rule the loss and metric apply: perturbing targets only at invalid pixels
+    changes neither."""
+    kind = kind_of(spec(name))
+    if not kind.dense:
+        return
+    target = random_target(name, b=2)
+    valid = kind.valid(target)
+    assert valid.shape == (2, 8, 8) and valid.any() and not valid.all()
+    pred = kind.predict(torch.randn(2, kind.outputs, 8, 8, generator=torch.Generator().manual_seed(3)), (8, 8))
+    other = pred.clone()
+    other[~valid.unsqueeze(1).expand_as(other)] = 7.0
+    m1, m2 = kind.metric(), kind.metric()
+    m1.update(pred, target)
+    m2.update(other if name != "normals" else torch.nn.functional.normalize(other, dim=1), target)
+    assert m1.compute() == pytest.approx(m2.compute())

@@ -16,6 +16,10 @@ OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("step", "cosine")
 PENALTIES = ("norm", "squared")
 ESTIMATORS = ("exact", "finite-diff")
+# Finite differences: "central" (default) [L(phi + eps u) - L(phi - eps u)] / 2 eps, error O(eps^2);
+# "forward", the authors' one-sided [L(phi + eps u) - L(phi)] / eps, error O(eps), one forward
+# pass of the dummy heads cheaper (it matters where heads are large: DeepLabv3 on dense tasks).
+FD_SCHEMES = ("central", "forward")
 # Where DGR's gradient joins a multi-task method. "after" (default, the authors' code): added to
 # the encoder gradient after the method has combined the task gradients, so it is never
 # projected or reweighted. "before": task k's DGR gradient is part of task k's loss, so the
@@ -44,6 +48,7 @@ class DGRConfig:
     penalty: str = "norm"
     estimator: str = "exact"
     eps: float = 1e-3
+    fd_scheme: str = "central"
     dummy_seed: int = 0
     order: str = "after"
 
@@ -51,6 +56,7 @@ class DGRConfig:
         check_choice("DGRConfig", "penalty", self.penalty, PENALTIES)
         check_choice("DGRConfig", "order", self.order, ORDERS)
         check_choice("DGRConfig", "estimator", self.estimator, ESTIMATORS)
+        check_choice("DGRConfig", "fd_scheme", self.fd_scheme, FD_SCHEMES)
         check_number("DGRConfig", "dummies", self.dummies, kind=int, low=1)
         check_seed("DGRConfig", "dummy_seed", self.dummy_seed)
         check_number("DGRConfig", "eps", self.eps, low=0.0, low_open=True)

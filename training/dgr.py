@@ -19,8 +19,10 @@ updated once per step). Task heads never see the penalty. Two estimators of dP/d
 - "finite-diff": perturb each dummy head by +-eps along its own normalised gradient u (so the
   parameter step has norm eps, as in the authors' code) and take the central difference
       d||grad_theta L||/dz  ~=  [dL(theta + eps u)/dz - dL(theta - eps u)/dz] / (2 eps),
-  multiplied by 2||grad_theta L|| for the squared penalty. The authors use a one-sided difference
-  and re-run the whole model for the perturbed loss; repeval re-uses z.
+  multiplied by 2||grad_theta L|| for the squared penalty. `fd_scheme="forward"` takes the
+  authors' one-sided difference [dL(theta + eps u)/dz - dL(theta)/dz] / eps instead (one forward
+  of the dummy heads less, O(eps) error). The authors re-run the whole model for the perturbed
+  loss; repeval re-uses z.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ from __future__ import annotations
 import torch
 
 from repeval.models import DummyHeads
-from repeval.training.config import DEFAULT_LAMBDA, ESTIMATORS, ORDERS, PENALTIES, DGRConfig
+from repeval.training.config import DEFAULT_LAMBDA, ESTIMATORS, FD_SCHEMES, ORDERS, PENALTIES, DGRConfig
 
-__all__ = ["DGRConfig", "DEFAULT_LAMBDA", "ESTIMATORS", "ORDERS", "PENALTIES", "DummyGradientRegularizer",
+__all__ = ["DGRConfig", "DEFAULT_LAMBDA", "ESTIMATORS", "FD_SCHEMES", "ORDERS", "PENALTIES", "DummyGradientRegularizer",
            "dummy_losses", "dummy_gradient_penalty", "with_gradient"]
 
 # DGRConfig and its choices live in the torch-free config module (the CLI reads them).
@@ -43,7 +45,9 @@ def dummy_losses(heads: DummyHeads, z: torch.Tensor, y: torch.Tensor, params: tu
 
 
 def _per_dummy_sq_norms(grads: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    return sum(g.pow(2).flatten(1).sum(dim=1) for g in grads)  # [d]
+    # vector_norm reduces without a parameter-sized temporary (g**2 would make one per tensor:
+    # hundreds of MB for DeepLabv3 dummies).
+    return sum(torch.linalg.vector_norm(g.flatten(1), dim=1).pow(2) for g in grads)  # [d]
 
 
 def dummy_gradient_penalty(heads: DummyHeads, z: torch.Tensor, y: torch.Tensor, penalty: str = "norm") -> torch.Tensor:
@@ -112,13 +116,19 @@ class DummyGradientRegularizer:
 
     def _finite_difference(self, zd, heads, y):
         eps, squared = self.config.eps, self.config.penalty == "squared"
+        forward = self.config.fd_scheme == "forward"
         params = tuple(p.detach().requires_grad_(True) for p in heads.params())
-        grads = torch.autograd.grad(dummy_losses(heads, zd.detach(), y, params).sum(), params)
+        # The one-sided scheme re-uses this pass's graph (through z too) for L(theta).
+        base = dummy_losses(heads, zd if forward else zd.detach(), y, params)
+        grads = torch.autograd.grad(base.sum(), params, retain_graph=forward)
         norms = (_per_dummy_sq_norms(grads) + _TINY).sqrt()  # [d]
-        units = [g / norms.view(-1, *[1] * (g.dim() - 1)) for g in grads]
-        plus = tuple(p.detach() + eps * u for p, u in zip(params, units))
-        minus = tuple(p.detach() - eps * u for p, u in zip(params, units))
-        diff = (dummy_losses(heads, zd, y, plus) - dummy_losses(heads, zd, y, minus)) / (2 * eps)  # ~ ||grad||
+        step = eps / norms  # along each dummy's unit gradient: one addcmul, no parameter-sized temporaries
+        plus = tuple(torch.addcmul(p.detach(), g, step.view(-1, *[1] * (g.dim() - 1))) for p, g in zip(params, grads))
+        if forward:
+            diff = (dummy_losses(heads, zd, y, plus) - base) / eps  # ~ ||grad||
+        else:
+            minus = tuple(torch.addcmul(p.detach(), g, -step.view(-1, *[1] * (g.dim() - 1))) for p, g in zip(params, grads))
+            diff = (dummy_losses(heads, zd, y, plus) - dummy_losses(heads, zd, y, minus)) / (2 * eps)
         weights = (2 * norms if squared else torch.ones_like(norms)) / heads.count
         (grad,) = torch.autograd.grad((weights.detach() * diff).sum(), zd)
         return grad, (norms.pow(2) if squared else norms).mean().detach()

@@ -24,10 +24,13 @@ import numpy as np
 
 from repeval import __version__
 from repeval.errors import DataNotFoundError, InvalidChoiceError, check_choice
-from repeval.metrics import DELTA_VARIANTS, PUBLISHED_BASES, delta_mtl
+from repeval.metrics import DELTA_VARIANTS, PUBLISHED_BASES
 from repeval.stats import SeedSummary, paired, seed_summary
 from repeval.storage import atomic_json, atomic_write
 from repeval.training import run as run_files
+from repeval.training.columns import (
+    column_header, column_name, column_scale, delta_or_none, higher_is_better, nested, split_column,
+)
 from repeval.training.config import TrainConfig
 from repeval.training.methods import TABLE_ORDER
 
@@ -44,34 +47,6 @@ class RunResult:
     def scores(self) -> dict[str, float]:
         """Column -> value (`column_name`)."""
         return {column_name(t, m): v for t, values in self.metrics.items() for m, v in values.items()}
-
-
-def column_name(task: str, metric: str) -> str:
-    """A classification task's accuracy column is the task's name; other metrics are "task metric"."""
-    return task if metric == "accuracy" else f"{task} {metric}"
-
-
-def split_column(column: str) -> tuple[str, str]:
-    task, _, metric = column.partition(" ")
-    return task, metric or "accuracy"
-
-
-def higher_is_better(column: str) -> bool:
-    from repeval.kinds import metric_info
-
-    return metric_info(split_column(column)[1])[0] == "higher"
-
-
-def column_scale(column: str) -> float:
-    from repeval.kinds import metric_info
-
-    return 100.0 if metric_info(split_column(column)[1])[1] else 1.0
-
-
-def column_header(column: str) -> str:
-    task, metric = split_column(column)
-    unit = " (%)" if column_scale(column) == 100 else ""
-    return f"{task} acc{unit}" if metric == "accuracy" else f"{task} {metric}{unit}"
 
 
 @dataclass
@@ -169,13 +144,13 @@ def build_rows(runs: list[RunResult], variant: str = "per-task", baseline_name: 
         baseline = {"row": f"published: {baseline_name}", "runs": [], "means": published}
         for row in rows.values():
             if all(c in row.mean for c in needed):
-                row.delta = _delta(_nested({c: row.mean[c] for c in needed}), published, lower, variant)
+                row.delta = delta_or_none(nested({c: row.mean[c] for c in needed}), published, lower, variant)
     elif single and all(t in single[0].mean for t in tasks):
         base = single[0]
         baseline = {"row": base.label, "runs": [str(r.path) for r in base.runs], "means": base.mean}
         for row in rows.values():
             if all(t in row.mean for t in tasks):
-                row.delta = _delta(_nested(row.mean), _nested(base.mean), lower, variant)
+                row.delta = delta_or_none(nested(row.mean), nested(base.mean), lower, variant)
     position = {m: i for i, m in enumerate(TABLE_ORDER)}
 
     def order(row: Row) -> tuple:
@@ -183,22 +158,6 @@ def build_rows(runs: list[RunResult], variant: str = "per-task", baseline_name: 
 
     ordered = sorted(rows.values(), key=order)
     return ordered, tasks, baseline
-
-
-def _delta(multi: dict, single: dict, lower: set[str], variant: str) -> float | None:
-    """Delta_MTL, or None (a blank cell) where a baseline value of 0 leaves it undefined."""
-    try:
-        return delta_mtl(multi, single, lower_is_better=lower, variant=variant)
-    except ZeroDivisionError:
-        return None
-
-
-def _nested(means: dict[str, float]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for column, value in means.items():
-        task, metric = split_column(column)
-        out.setdefault(task, {})[metric] = value
-    return out
 
 
 def ranks(rows: list[Row], tasks: list[str]) -> dict[tuple[int, str], int]:

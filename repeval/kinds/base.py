@@ -82,6 +82,10 @@ class TaskKind:
         """Batch loss of a head's raw output against the target (ignore rule included)."""
         raise NotImplementedError
 
+    def valid(self, target: torch.Tensor) -> torch.Tensor:
+        """The ignore rule: which samples (or pixels, `[B, H, W]`) of a target count."""
+        return torch.ones(target.shape[:1], dtype=torch.bool, device=target.device)
+
     def metric(self, device: torch.device | str = "cpu") -> StreamingMetric:
         raise NotImplementedError
 

@@ -67,6 +67,9 @@ class Normals(DenseKind):
     fractions = frozenset({"within_11.25", "within_22.5", "within_30"})
     allowed_options = {"reduce": REDUCTIONS, "loss": NORMAL_LOSSES}
 
+    def valid(self, target: torch.Tensor) -> torch.Tensor:
+        return valid_mask(target)
+
     def flip_target(self, target: torch.Tensor) -> torch.Tensor:
         # Mirroring the image mirrors the surfaces: the x component changes sign.
         return torch.cat([-target[:1], target[1:]])

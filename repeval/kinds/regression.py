@@ -53,6 +53,9 @@ class Depth(DenseKind):
         # Zooming in by `scale` mimics a camera `scale` times closer (the reference divides too).
         return torch.where(target != self.invalid, target / scale, target)
 
+    def valid(self, target: torch.Tensor) -> torch.Tensor:
+        return target[:, 0] != self.invalid
+
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         pred = self.predict(output, target.shape[-2:])
         valid = (target != self.invalid).to(pred.dtype)

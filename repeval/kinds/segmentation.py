@@ -54,6 +54,9 @@ class Segmentation(DenseKind):
     invalid_value = IGNORE
     fractions = frozenset({"miou", "pixel_acc"})
 
+    def valid(self, target: torch.Tensor) -> torch.Tensor:
+        return (target >= 0) & (target < self.outputs)
+
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.predict(output, target.shape[-2:]), target, ignore_index=IGNORE)
 
