@@ -17,7 +17,7 @@ from repeval.models import DummyHeads, FeatureMapEncoder, MultiTaskModel, build_
 from repeval.tasks import TaskSpec
 from repeval.training.dgr import DGRConfig, DummyGradientRegularizer, dummy_gradient_penalty
 from repeval.training.methods import METHODS, create_method
-from repeval.training.step import Batch, training_step
+from repeval.training.step import training_step
 
 DATA = Path(__file__).parent / "data"
 CONV = HeadConfig(width=3, rates=(1, 2, 3))
@@ -76,30 +76,38 @@ def test_finite_difference_agrees_with_exact_on_dense_heads():
     torch.testing.assert_close(p_fd, p_exact, rtol=1e-8, atol=0)
 
 
-def tiny_dense_model(dummies: int) -> MultiTaskModel:
+def tiny_dense_model(dummies: int, tasks=DENSE_TASKS) -> MultiTaskModel:
     torch.manual_seed(0)
     encoder = build_encoder("test_resnet", in_chans=3, dense=True)
-    return MultiTaskModel(encoder, DENSE_TASKS, dummies=dummies, head_config=HeadConfig(width=4), map_side=2)
+    return MultiTaskModel(encoder, tasks, dummies=dummies, head_config=HeadConfig(width=4), map_side=2)
 
 
-def dense_batches(n: int, seed: int = 1, size: int = 4, side: int = 16):
-    g = torch.Generator().manual_seed(seed)
-    return [Batch(torch.randn(size, 3, side, side, generator=g), dense_targets(size, side, side, g)) for _ in range(n)]
+def scenes_batches(n: int, seed: int = 1, size: int = 4):
+    """Batches of real `scenes` samples (16x16 renders), in a seeded order."""
+    from repeval import datasets
+    from repeval.datasets import InputNormalizer
+    from repeval.training.step import to_device
+
+    bundle = datasets.build("scenes", n_train=16, n_test=2, size=16)
+    order = torch.randperm(16, generator=torch.Generator().manual_seed(seed))
+    normalize = InputNormalizer(bundle.input)
+    return [to_device(*bundle.train.__getitems__(order[i * size:(i + 1) * size].tolist()), normalize, torch.device("cpu"))
+            for i in range(n)], bundle.tasks
 
 
 @pytest.mark.parametrize("dgr", [False, True], ids=["vanilla", "dgr"])
 @pytest.mark.parametrize("name", METHODS.names())
-def test_every_method_trains_dense_tasks(name, dgr):
-    model = tiny_dense_model(2 if dgr else 0)
-    method = create_method(name, len(DENSE_TASKS), **REQUIRED_OPTIONS.get(name, {}))
+def test_every_method_trains_on_scenes(name, dgr):
+    batches, tasks = scenes_batches(2)
+    model = tiny_dense_model(2 if dgr else 0, tasks)
+    method = create_method(name, len(tasks), **REQUIRED_OPTIONS.get(name, {}))
     method.attach(model)
     optimizer = torch.optim.Adam([*model.parameters(), *method.parameters()], lr=1e-2)
-    reg = DummyGradientRegularizer([model.dummy_heads[t.name] for t in DENSE_TASKS], DGRConfig(lam=0.5),
+    reg = DummyGradientRegularizer([model.dummy_heads[t.name] for t in tasks], DGRConfig(lam=0.5),
                                    tasks=method.trained_tasks) if dgr else None
     encoder_start = [p.detach().clone() for p in model.encoder.parameters()]
     dummies_start = {k: v.clone() for k, v in model.dummy_heads.state_dict().items()}
-    batches = dense_batches(2)
-    meta = dense_batches(2, seed=7) if method.needs_meta_batch else [None] * 2
+    meta = scenes_batches(2, seed=7)[0] if method.needs_meta_batch else [None] * 2
     for batch, meta_batch in zip(batches, meta):
         losses, penalties = training_step(model, batch, method, reg, optimizer, meta_batch=meta_batch)
         assert torch.isfinite(losses).all()
@@ -151,7 +159,8 @@ def test_format_1_checkpoints_load_and_predict_as_before():
 def test_classification_steps_equal_the_numbers_before_task_kinds():
     """A few MultiDigits steps (ew, ew + DGR, pcgrad + finite-difference squared DGR, uw + DGR
     "before") give the losses, penalties and encoder weights recorded with the code before task
-    kinds existed."""
+    kinds existed (bit for bit when the kinds landed; to float32 rounding since DGR's norms are
+    reduced without temporaries)."""
     from repeval.datasets import collate_batch
     from repeval.training.config import TrainConfig
     from repeval.training.loop import build_training
@@ -173,4 +182,5 @@ def test_classification_steps_equal_the_numbers_before_task_kinds():
             if penalties_then is not None:
                 assert penalties.tolist() == pytest.approx(penalties_then, rel=1e-6), key
         total = sum(float(p.detach().double().sum()) for p in t.model.encoder.parameters())
-        assert total == pytest.approx(recorded[key]["encoder_sum"], rel=1e-9), key
+        # float32 reductions may round differently (a norm as vector_norm, not g**2): 1e-6, not bit for bit.
+        assert total == pytest.approx(recorded[key]["encoder_sum"], rel=1e-6), key
