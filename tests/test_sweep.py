@@ -146,3 +146,22 @@ def test_the_example_sweeps_expand():
     for path in examples:
         runs = expand(read_sweep_file(path))
         assert len(runs) == len({r.name for r in runs}) > 0
+
+
+def test_runs_made_before_newer_options_existed_still_match_their_plan(tmp_path):
+    """A config.json without the options added later (optimizer, schedule, ASPP, fd_scheme) is the
+    same run as one planned now: the sweep neither refuses nor restarts it."""
+    from repeval.training.sweep import run_status
+    from repeval.training.config import DGRConfig, TrainConfig
+
+    config = TrainConfig(dataset="multidigits", epochs=1, dgr=DGRConfig(lam=0.1))
+    run_dir = tmp_path / "old"
+    run_dir.mkdir()
+    run_files.write_config(run_dir, config.resolved(), {})
+    stored = json.loads((run_dir / "config.json").read_text())
+    for key in ("optimizer", "schedule", "aspp_width", "aspp_rates"):
+        stored["config"].pop(key)
+    stored["config"]["dgr"].pop("fd_scheme")
+    (run_dir / "config.json").write_text(json.dumps(stored))
+    assert run_status(run_dir, config) == "partial"
+    assert run_files.read_config(run_dir).optimizer == "adam"

@@ -67,16 +67,19 @@ def write_config(run_dir: Path, config: TrainConfig, dataset_report: dict) -> No
 
 
 def read_config(run_dir: Path) -> TrainConfig:
-    """The run's stored config; a missing, unreadable or malformed `config.json` is a one-line error."""
+    """The run's stored config; a missing, unreadable or malformed `config.json` is a one-line error.
+    Options added after the run was made take their defaults (`TrainConfig.resolved`), so a run
+    of an earlier version compares equal to the same run planned now."""
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise DataNotFoundError(f"{str(run_dir)!r} is not a run folder: {CONFIG} is missing")
     try:
         stored = json.loads(path.read_text())
-        return TrainConfig.from_dict(stored["config"])
+        config = TrainConfig.from_dict(stored["config"])
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{str(path)!r} is not a valid run config ({type(e).__name__}: {first})") from None
+    return config.resolved()
 
 
 def rewrite_config(run_dir: Path, config: TrainConfig) -> None:

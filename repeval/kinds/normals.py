@@ -30,7 +30,7 @@ class AngleMetric(StreamingMetric):
     histogram of `BIN`-degree bins]."""
 
     bins = int(round(180 / BIN))
-    size = 7 + int(round(180 / BIN))
+    size = 7 + bins
 
     def __init__(self, reduce: str, device: torch.device | str = "cpu"):
         self.reduce = reduce
