@@ -165,7 +165,7 @@ def render_scene(rng: np.random.Generator, size: int = 64):
     normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
     # Sensor-like holes: no depth, no normal, no label.
     for _ in range(rng.integers(0, 3)):
-        h, w = rng.integers(3, size // 5, size=2)
+        h, w = rng.integers(3, max(4, size // 5), size=2)  # 3..12 px at 64x64; 3 px on tiny renders
         top, left = rng.integers(0, size - h), rng.integers(0, size - w)
         seg[top:top + h, left:left + w] = -1
         depth[top:top + h, left:left + w] = 0
