@@ -271,12 +271,13 @@ def epoch_metrics(training: Training, epoch: int, mean_losses: torch.Tensor, mea
         "epoch": epoch,
         "train_loss": dict(zip(names, mean_losses.tolist())),
         "test": test,
-        # Kept for classification tasks (what earlier versions recorded, and notebooks read).
-        **({"test_accuracy": accuracy} if (accuracy := {t: m["accuracy"] for t, m in test.items() if "accuracy" in m}) else {}),
         "lr": training.optimizer.param_groups[0]["lr"],
         "seconds": round(seconds, 3),
         "images_per_second": round(seen / seconds, 1),
     }
+    accuracy = {task: values["accuracy"] for task, values in test.items() if "accuracy" in values}
+    if accuracy:  # what earlier versions recorded for classification tasks, and notebooks read
+        metrics["test_accuracy"] = accuracy
     if mean_penalties is not None:
         metrics["dgr_penalty"] = dict(zip(names, mean_penalties.tolist()))
     return metrics
