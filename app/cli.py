@@ -48,7 +48,7 @@ _T, _D, _P, _U = TrainConfig, DGRConfig, ProbeConfig, UniversalityConfig
 @app.command()
 def train(
     dataset: str = typer.Argument("multidigits", help=f"Dataset, {one_of(DATASETS.names())}."),
-    data_dir: Optional[Path] = typer.Option(None, help="Dataset folder (UTKFace: the unpacked UTKFace/ folder)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Dataset folder (utkface: the unpacked UTKFace/ folder; nyuv2, cityscapes: the preprocessed {train,val}/ layout)."),
     data_option: list[str] = typer.Option([], help="Dataset argument KEY=VALUE, repeatable (e.g. n_train=2000)."),
     split_seed: int = typer.Option(0, help="Seed of the train/test split (kept apart from --seed)."),
     backbone: Optional[str] = typer.Option(None, help="Any timm model name; default per dataset."),
@@ -161,7 +161,7 @@ def probe(
     from repeval.training.loop import resolve_device
 
     measure = UniversalityConfig(n_random=n_random, head=head, standardize=standardize) if universality else None
-    if probe_dense_checkpoints(checkpoints, timm, out, device, classifiers, universality=universality, n_random=n_random,
+    if probe_dense_checkpoints(checkpoints, timm, out, device, classifiers, universality=universality, n_random=n_random, head=head,
                     seed=config.seeds[0]):
         return
     sources = encoder_sources(checkpoints, timm, pretrained_file, dataset, data_dir, data_option)
@@ -200,7 +200,7 @@ def universality_command(
 
     config = UniversalityConfig(n_random=n_random, head=head, hidden=hidden, restarts=restarts, tol=tol,
                                 standardize=standardize, seed=seed, l2=l2)
-    if probe_dense_checkpoints(checkpoints, timm, out, device, None, universality=True, n_random=n_random, seed=seed):
+    if probe_dense_checkpoints(checkpoints, timm, out, device, None, universality=True, n_random=n_random, seed=seed, head=head):
         return
     sets = extract_all(encoder_sources(checkpoints, timm, pretrained_file, dataset, data_dir, data_option),
                        device=str(resolve_device(device)))

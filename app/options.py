@@ -91,7 +91,7 @@ def make_console():
 
 
 def probe_dense_checkpoints(checkpoints, timm_name, out: Path, device: str, classifiers: Optional[str], universality: bool,
-                 n_random: int, seed: int) -> bool:
+                            n_random: int, seed: int, head: str = "linear") -> bool:
     """Dense checkpoints get the per-pixel linear probe (and universality) instead of the
     per-image suite, said in one line; returns whether they were handled here."""
     if timm_name is not None or not checkpoints:
@@ -105,6 +105,9 @@ def probe_dense_checkpoints(checkpoints, timm_name, out: Path, device: str, clas
         return False
     if len(dense) != len(paths):
         raise InvalidChoiceError("these checkpoints mix dense and per-image tasks; probe each kind in its own command")
+    if universality and head != "linear":
+        raise InvalidChoiceError(f"--head {head} does not apply to dense checkpoints: their universality uses per-pixel "
+                                 "linear heads (--head linear)")
     per_image = f"the per-image probes ({classifiers})" if classifiers else "per-image universality"
     typer.echo(f"dense tasks: {per_image} do not apply; running a per-pixel linear probe on {PIXELS_PER_IMAGE} "
                "sampled pixels per image instead (see repeval.probes.dense)")

@@ -84,6 +84,8 @@ def test_probe_on_a_dense_checkpoint_says_so_and_runs_the_pixel_probe(tmp_path, 
     assert 0 <= rows[0]["miou"] <= 1 and rows[1]["abs_err"] > 0 and 0 < rows[2]["mean_angle"] < 180
     urows = json.loads((tmp_path / "p" / "universality.json").read_text())["rows"]
     assert [r["task"] for r in urows] == ["seg", "depth", "normal"] and all(r["gap_mean"] > 0 for r in urows)
+    assert main(["universality", str(run), "--head", "mlp", "--out", str(tmp_path / "u")]) == 2
+    assert "--head mlp does not apply to dense checkpoints" in capsys.readouterr().err
     # Per-image tools refuse a dense checkpoint in one line, naming what applies instead.
     capsys.readouterr()
     assert main(["tsne", str(run), "--out", str(tmp_path / "t")]) == 2
