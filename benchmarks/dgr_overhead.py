@@ -24,7 +24,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from repeval.models import MultiTaskModel, build_encoder, build_head
+from repeval.heads import mlp_head
+from repeval.models import MultiTaskModel, build_encoder
 from repeval.tasks import TaskSpec
 from repeval.training.dgr import DGRConfig, DummyGradientRegularizer
 from repeval.training.step import Batch, training_step
@@ -73,7 +74,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = MultiTaskModel(build_encoder(args.backbone, 3), TASKS, dummies=args.dummies)
     dim = model.num_features
-    dummy_sets = [[build_head(dim, 64, t.num_classes) for t in TASKS] for _ in range(args.dummies)]
+    dummy_sets = [[mlp_head(dim, 64, t.num_classes) for t in TASKS] for _ in range(args.dummies)]
     for h in (h for s in dummy_sets for h in s):
         h.requires_grad_(True)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)

@@ -53,7 +53,7 @@ from sklearn.base import BaseEstimator
 
 from repeval.errors import check_choice, check_number
 from repeval.defaults import HEAD_HIDDEN
-from repeval.models import build_head, head_logits, head_params  # noqa: F401 - head_logits is part of this API
+from repeval.heads import head_logits, head_params, mlp_head  # noqa: F401 - head_logits is part of this API
 from repeval.probes.config import HEADS
 
 
@@ -105,7 +105,7 @@ def init_head(family: str, dim: int, hidden: int, n_classes: int, seed: int, dty
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        module = build_head(dim, hidden, n_classes) if family != "linear" else torch.nn.Linear(dim, n_classes)
+        module = mlp_head(dim, hidden, n_classes) if family != "linear" else torch.nn.Linear(dim, n_classes)
     return [p.to(dtype).clone() for p in head_params(module)]
 
 

@@ -18,18 +18,13 @@ from torch import nn
 
 from repeval.defaults import HEAD_HIDDEN
 from repeval.errors import CheckpointError, DataNotFoundError, InvalidChoiceError
-from repeval.heads import HeadConfig, head_logits, head_params, mlp_head
+from repeval.heads import HeadConfig, head_logits, head_params  # noqa: F401 - re-exported
 from repeval.kinds import kind_of
 from repeval.kinds.base import TaskKind
 from repeval.tasks import TaskSpec
 
-__all__ = ["MultiTaskModel", "DummyHeads", "FeatureMapEncoder", "build_encoder", "build_head", "head_logits",
-           "head_params", "check_backbone", "check_weights_file", "HeadConfig"]
-
-
-def build_head(in_features: int, hidden: int, num_classes: int) -> nn.Sequential:
-    """A classification task's two-layer head (`repeval.heads.mlp_head`)."""
-    return mlp_head(in_features, hidden, num_classes)
+__all__ = ["MultiTaskModel", "DummyHeads", "FeatureMapEncoder", "build_encoder", "head_logits", "head_params",
+           "check_backbone", "check_weights_file", "HeadConfig"]
 
 
 class DummyHeads(nn.Module):

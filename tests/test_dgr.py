@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from repeval.heads import HeadConfig
+from repeval.heads import HeadConfig, mlp_head
 from repeval.kinds import kind_of
-from repeval.models import DummyHeads, MultiTaskModel, build_encoder, build_head
+from repeval.models import DummyHeads, MultiTaskModel, build_encoder
 from repeval.tasks import TaskSpec
 from repeval.training.dgr import (
     DEFAULT_LAMBDA, DGRConfig, DummyGradientRegularizer, dummy_gradient_penalty, dummy_losses,
@@ -38,7 +38,7 @@ def test_penalty_equals_brute_force_on_plain_modules(penalty):
     z, ys = tiny_batch()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
-        plain = [build_head(6, 5, 3).double() for _ in range(3)]
+        plain = [mlp_head(6, 5, 3).double() for _ in range(3)]
     norms = []
     for head in plain:
         grads = torch.autograd.grad(F.cross_entropy(head(z), ys[0]), list(head.parameters()))
