@@ -19,6 +19,7 @@ import numpy as np
 from repeval.datasets.base import DatasetBundle, InputSpec
 from repeval.datasets.dense import Augmentation, DenseDataset
 from repeval.errors import DataNotFoundError, InvalidChoiceError, check_choice, check_seed
+from repeval.kinds import kind_of
 from repeval.kinds.base import REDUCTIONS
 from repeval.kinds.normals import NORMAL_LOSSES
 from repeval.tasks import TaskSpec
@@ -155,6 +156,4 @@ def folder_bundle(name: str, root: Path, tasks, source_cls, args: dict, train_au
 
 def kind_is_classwise(task: TaskSpec) -> bool:
     """Targets of per-pixel class kinds are [H, W]; the others [C, H, W]."""
-    from repeval.kinds import kind_of
-
     return kind_of(task).target_is_index
