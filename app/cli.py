@@ -315,15 +315,17 @@ def report(
     out: Path = typer.Option(Path("runs/report"), help="Folder for table.md/.csv/.tex, delta_mtl.png and report.json."),
     delta: str = typer.Option("per-task", help=f"Delta_MTL averaging, {one_of(DELTA_VARIANTS)}."),
     baseline: Optional[str] = typer.Option(None, help=f"Published single-task numbers for Delta_MTL, {one_of(PUBLISHED_BASES)} (default: the single-task runs among RUNS)."),
+    select: str = typer.Option("final", help="final: the last epoch's test metrics; best-on-test: each metric's best epoch, chosen on the test set (labelled as such)."),
 ) -> None:
     """Table-1 style results (mean ± std over seeds, Δ_MTL vs single-task runs) and the Figure-2 chart."""
     check_choice("repeval report", "delta", delta, DELTA_VARIANTS)
     if baseline is not None:
         check_choice("repeval report", "baseline", baseline, tuple(PUBLISHED_BASES))
+    check_choice("repeval report", "select", select, ("final", "best-on-test"))
     check_output_dir(out)
     from repeval.training.results import write_report
 
-    where, table = write_report(runs, out, variant=delta, baseline=baseline)
+    where, table = write_report(runs, out, variant=delta, baseline=baseline, selection=select)
     typer.echo(table)
     typer.echo(f"report: {where}")
 

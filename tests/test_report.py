@@ -174,3 +174,22 @@ def test_dense_reports_sign_each_metric_by_its_direction(tmp_path):
     assert "depth abs_err |" in table and "seg miou (%)" in table
     with pytest.raises(InvalidChoiceError, match="baseline 'autolambda-cityscapes' needs the columns part_seg miou, disp abs_err"):
         build_rows(find_runs([tmp_path]), baseline_name="autolambda-cityscapes")
+
+
+def test_best_on_test_takes_each_metric_by_its_direction_and_says_so(tmp_path):
+    run = dense_run(tmp_path, "ew", 0.40, 0.30, 20.0)
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    later = json.loads(json.dumps(lines[0]))
+    later["epoch"] = 1
+    later["test"]["seg"]["miou"], later["test"]["depth"]["abs_err"], later["test"]["normal"]["mean_angle"] = 0.35, 0.25, 22.0
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in (lines[0], later)))
+    config = json.loads((run / "config.json").read_text())
+    config["config"]["epochs"] = 2
+    (run / "config.json").write_text(json.dumps(config))
+    final = find_runs([tmp_path])[0].metrics
+    best = find_runs([tmp_path], "best-on-test")[0].metrics
+    assert (final["seg"]["miou"], final["depth"]["abs_err"], final["normal"]["mean_angle"]) == (0.35, 0.25, 22.0)
+    assert (best["seg"]["miou"], best["depth"]["abs_err"], best["normal"]["mean_angle"]) == (0.40, 0.25, 20.0)
+    _, table = write_report([tmp_path], tmp_path / "report", selection="best-on-test")
+    assert "TEST-SET SELECTION" in table
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["selection"] == "best-on-test"

@@ -49,3 +49,14 @@ def nested(means: dict[str, float]) -> dict[str, dict[str, float]]:
         task, metric = split_column(column)
         out.setdefault(task, {})[metric] = value
     return out
+
+
+def best_on_test(epochs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Each metric's best value over the epochs, by its direction.
+
+    >>> best_on_test([{"depth": {"abs_err": 0.3}}, {"depth": {"abs_err": 0.2}}, {"depth": {"abs_err": 0.25}}])
+    {'depth': {'abs_err': 0.2}}
+    """
+    pick = {task: {m: (max if higher_is_better(column_name(task, m)) else min) for m in values}
+            for task, values in epochs[-1].items()}
+    return {task: {m: pick[task][m](e[task][m] for e in epochs) for m in values} for task, values in epochs[-1].items()}

@@ -29,7 +29,7 @@ from repeval.stats import SeedSummary, paired, seed_summary
 from repeval.storage import atomic_json, atomic_write
 from repeval.training import run as run_files
 from repeval.training.columns import (
-    column_header, column_name, column_scale, delta_or_none, higher_is_better, nested, split_column,
+    best_on_test, column_header, column_name, column_scale, delta_or_none, higher_is_better, nested, split_column,
 )
 from repeval.training.config import TrainConfig
 from repeval.training.methods import TABLE_ORDER
@@ -80,8 +80,16 @@ class Row:
         return sorted({run.config.seed for run in self.runs})
 
 
-def find_runs(paths: list[str | Path]) -> list[RunResult]:
-    """Finished runs under the given run or sweep folders; unfinished runs are skipped."""
+SELECTIONS = ("final", "best-on-test")
+
+
+def find_runs(paths: list[str | Path], selection: str = "final") -> list[RunResult]:
+    """Finished runs under the given run or sweep folders; unfinished runs are skipped.
+
+    `selection`: "final" (default) takes the last epoch's test metrics; "best-on-test" takes each
+    metric's best value over the epochs (by its direction), as Auto-lambda's printed "Best" does:
+    a selection on the test set, labelled so wherever it is shown."""
+    check_choice("report", "selection", selection, SELECTIONS)
     results = []
     for root in map(Path, paths):
         if not root.exists():
@@ -92,7 +100,8 @@ def find_runs(paths: list[str | Path]) -> list[RunResult]:
             metrics = run_files.read_metrics(run_dir)
             if len(metrics) < (config.epochs or 0) or not metrics:
                 continue
-            results.append(RunResult(run_dir, config, metrics[-1]["test"]))
+            test = metrics[-1]["test"] if selection == "final" else best_on_test([m["test"] for m in metrics])
+            results.append(RunResult(run_dir, config, test))
     if not results:
         raise DataNotFoundError(f"no finished run under {', '.join(map(str, paths))}")
     return results
@@ -333,10 +342,11 @@ def plot_delta_bars(rows: list[Row], out_stem: str | Path) -> dict[str, dict[str
 
 
 def write_report(paths: list[str | Path], out_dir: str | Path, variant: str = "per-task",
-                 baseline: str | None = None) -> tuple[Path, str]:
+                 baseline: str | None = None, selection: str = "final") -> tuple[Path, str]:
     """Write table.md / .csv / .tex, delta_mtl.png / .svg and report.json; returns the folder
-    and the Markdown table. `baseline` names published single-task numbers for Delta_MTL."""
-    runs = find_runs(paths)
+    and the Markdown table. `baseline` names published single-task numbers for Delta_MTL;
+    `selection` is "final" or "best-on-test" (`find_runs`)."""
+    runs = find_runs(paths, selection)
     baseline_name = baseline
     rows, tasks, baseline = build_rows(runs, variant, baseline_name)
     with_delta = bool(baseline)
@@ -349,7 +359,9 @@ def write_report(paths: list[str | Path], out_dir: str | Path, variant: str = "p
         note = f"\nΔ_MTL ({variant}) against single-task runs: {', '.join(baseline['runs'])}\n"
     else:
         note = "\nNo single-task runs among the inputs: Δ_MTL needs `--method single` runs of every task (or --baseline).\n"
-    note += ("\nEvery column is the final epoch's test metric (no selection on the test set).\n")
+    note += ("\nEvery column is the final epoch's test metric (no selection on the test set).\n" if selection == "final" else
+             "\nTEST-SET SELECTION: every column is the best value of its metric over all epochs, chosen on the test "
+             "set itself (as Auto-λ's printed \"Best\"); it overstates what a model selected without test data achieves.\n")
     comparisons = paired_comparisons(rows, tasks)
     if comparisons:
         note += ("\nPaired comparisons on shared training seeds (B − A; 'better'/'worse' only when the 95 % "
@@ -361,7 +373,10 @@ def write_report(paths: list[str | Path], out_dir: str | Path, variant: str = "p
         plot_delta_bars(rows, out / "delta_mtl")
     atomic_json({
         "repeval_version": __version__, "inputs": [str(p) for p in paths], "delta_variant": variant,
-        "metric": "each column's test metric at the last finished epoch; mean, sample std and 95 % t-interval over training seeds",
+        "selection": selection,
+        "metric": ("each column's test metric at the last finished epoch" if selection == "final" else
+                   "each column's best test value over all epochs (test-set selection)")
+        + "; mean, sample std and 95 % t-interval over training seeds",
         "paired_comparisons": comparisons,
         "single_task_baseline": baseline,
         "rows": [{"label": r.label, "method": r.method, "base": r.base, "dgr_lambda": r.dgr_lambda, "mean": r.mean, "std": r.std,
