@@ -133,6 +133,7 @@ CASES = [
     (["train", "cityscapes", "--data-dir", "{utk}", "--backbone", "test_resnet"], "has no train/ folder; expected the 'dgr' layout"),
     (["report", "{badrun}", "--baseline", "stl"], "The 'baseline' parameter of repeval report must be one of 'autolambda-nyuv2'"),
     (["reproduce", "nyuv2"], "reproduce nyuv2 needs --data-dir"),
+    (["report", "{badrun}", "--select", "best"], "The 'select' parameter of repeval report must be one of 'final', 'best-on-test'. Got 'best'"),
 ]
 
 
