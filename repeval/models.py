@@ -69,24 +69,17 @@ class DummyHeads(nn.Module):
     def params(self) -> tuple[torch.Tensor, ...]:
         return tuple(getattr(self, _buffer_name(n)) for n in self.names)
 
+    def _head(self, z: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(self._base, dict(zip(self.names, params)), (z,))
+
     def outputs(self, z: torch.Tensor, params: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
         """Raw outputs `[d, B, ...]` of the stacked heads `params` (default: their own) on `z`."""
-        params = self.params() if params is None else params
-
-        def one(*p):
-            return torch.func.functional_call(self._base, dict(zip(self.names, p)), (z,))
-
-        return torch.func.vmap(one)(*params)
+        return torch.func.vmap(lambda *p: self._head(z, *p))(*(self.params() if params is None else params))
 
     def losses(self, z: torch.Tensor, target: torch.Tensor, params: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
         """The task kind's batch loss of each dummy head: `[d]`."""
-        params = self.params() if params is None else params
-
-        def one(*p):
-            out = torch.func.functional_call(self._base, dict(zip(self.names, p)), (z,))
-            return self.kind.loss(out, target)
-
-        return torch.func.vmap(one)(*params)
+        return torch.func.vmap(lambda *p: self.kind.loss(self._head(z, *p), target))(
+            *(self.params() if params is None else params))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.outputs(z)

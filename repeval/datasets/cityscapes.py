@@ -137,13 +137,10 @@ def build_cityscapes(data_dir: str, split_seed: int = 0, variant: str = "dgr", a
         raise DataNotFoundError(f"cityscapes folder {str(root)!r} does not exist")
     if not (root / "train").is_dir():
         raise DataNotFoundError(f"{str(root)!r} has no train/ folder; expected the {variant!r} layout (see repeval.datasets.cityscapes)")
-    crop = None
-    if augment:
-        h = source(root / "train").load(0)[0].shape[1] if (root / "train").is_dir() else 256
-        crop = (h, h)  # Auto-lambda: 256x256 crops of 256x512 images
+    # Auto-lambda: 256x256 crops of 256x512 images.
     return folder_bundle("cityscapes", root, cityscapes_tasks(variant, metric_reduce), source,
                          dict(split_seed=split_seed, variant=variant, augment=augment, metric_reduce=metric_reduce),
-                         train_augmentation=Augmentation((1.0,), crop=crop) if augment else None)
+                         train_augmentation=Augmentation((1.0,), crop="square") if augment else None)
 
 
 # Panoptic-parts uids -> the part class each stands for: sid only, sid+iid, and sid+iid+pid ones.

@@ -26,10 +26,20 @@ class Augmentation:
     targets nearest), take one random `crop` (padding with the targets' invalid values when the
     scaled sample is smaller), flip with probability 1/2.
 
-    NYUv2: scales (1.0, 1.2, 1.5), crop 288x384. Cityscapes: scale 1.0, crop 256x256."""
+    NYUv2: scales (1.0, 1.2, 1.5), crop the image size. Cityscapes: scale 1.0, square crops of the
+    image's height (256x256 of 256x512). `crop` may be left as `None` ("image") or "square" until
+    the image size is known (`for_size`)."""
 
     scales: tuple[float, ...]
-    crop: tuple[int, int]
+    crop: tuple[int, int] | str | None = None
+
+    def for_size(self, height: int, width: int) -> Augmentation:
+        """This augmentation with its crop in pixels, for images of `height` x `width`."""
+        if self.crop is None:
+            return Augmentation(self.scales, (height, width))
+        if self.crop == "square":
+            return Augmentation(self.scales, (height, height))
+        return self
 
 
 class ArraySource:

@@ -91,16 +91,20 @@ def count_samples(folder: Path, folders: dict[str, str]) -> int:
     return next(iter(counts.values()))
 
 
-def check_sample(source, folder: Path, expected: list[tuple[str, tuple]]) -> None:
-    """Read sample 0 and check each array's shape, naming the file that does not fit."""
+def check_sample(source, folder: Path, tasks) -> tuple[int, int, int]:
+    """Read sample 0 once and check each target against the image's size, naming the file that
+    does not fit; returns the image's (channels, height, width)."""
     try:
         image, targets = source.load(0)
     except (ValueError, OSError) as e:
         raise DataNotFoundError(f"cannot read sample 0 under {str(folder)!r}: {e}") from None
-    for (name, shape), array in zip(expected, [image, *targets]):
-        if tuple(array.shape) != tuple(shape):
+    c, h, w = image.shape
+    for task, array in zip(tasks, targets):
+        shape = (h, w) if kind_of(task).target_is_index else (task.num_classes, h, w)
+        if tuple(array.shape) != shape:
             raise DataNotFoundError(
-                f"{str(folder / name)!r}: sample 0 has shape {list(array.shape)} after loading, expected {list(shape)}")
+                f"{str(folder / task.name)!r}: sample 0 has shape {list(array.shape)} after loading, expected {list(shape)}")
+    return c, h, w
 
 
 def check_args(data_dir=None, split_seed: int = 0, augment: bool = True, normal_loss: str = "l1",
@@ -125,7 +129,7 @@ def build_nyuv2(data_dir: str, split_seed: int = 0, augment: bool = True, normal
     return folder_bundle("nyuv2", Path(data_dir).expanduser(), nyuv2_tasks(normal_loss, metric_reduce),
                          NpyFolderSource, dict(split_seed=split_seed, augment=augment, normal_loss=normal_loss,
                                                metric_reduce=metric_reduce),
-                         train_augmentation=Augmentation(SCALES, crop=None) if augment else None)
+                         train_augmentation=Augmentation(SCALES) if augment else None)
 
 
 def folder_bundle(name: str, root: Path, tasks, source_cls, args: dict, train_augmentation: Augmentation | None,
@@ -135,14 +139,10 @@ def folder_bundle(name: str, root: Path, tasks, source_cls, args: dict, train_au
         raise DataNotFoundError(f"{name} folder {str(root)!r} does not exist")
     train_source = source_cls(root / splits[0], **source_kwargs)
     test_source = source_cls(root / splits[1], **source_kwargs)
-    for split, source in zip(splits, (train_source, test_source)):
-        image = source.load(0)[0]
-        c, h, w = image.shape
-        check_sample(source, root / split, [("image", (c, h, w))] + [
-            (t.name, (h, w) if kind_is_classwise(t) else (t.num_classes, h, w)) for t in tasks])
-    c, h, w = train_source.load(0)[0].shape
-    if train_augmentation is not None and train_augmentation.crop is None:
-        train_augmentation = Augmentation(train_augmentation.scales, crop=(h, w))
+    c, h, w = check_sample(train_source, root / splits[0], tasks)
+    check_sample(test_source, root / splits[1], tasks)
+    if train_augmentation is not None:
+        train_augmentation = train_augmentation.for_size(h, w)
     crop = (h, w) if train_augmentation is None else train_augmentation.crop
     spec = InputSpec(c, crop[0], crop[1], mean=(0.5,) * c, std=(0.5,) * c)  # 2x - 1, as Auto-lambda
     return DatasetBundle(
@@ -152,8 +152,3 @@ def folder_bundle(name: str, root: Path, tasks, source_cls, args: dict, train_au
         tasks=tasks, input=spec,
         report={"train": len(train_source), "test": len(test_source)},
     )
-
-
-def kind_is_classwise(task: TaskSpec) -> bool:
-    """Targets of per-pixel class kinds are [H, W]; the others [C, H, W]."""
-    return kind_of(task).target_is_index
