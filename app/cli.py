@@ -15,6 +15,7 @@ from typer.exceptions import TyperException
 # Each command imports what it runs (torch, timm, scikit-learn, matplotlib) inside its body.
 from repeval import __version__
 from repeval.app.console import progress_default
+from repeval.archs import list_archs
 from repeval.app.options import (
     DataDirOverride, DataOptions, Device, TimmDataset, TimmName, TimmWeights, expand, make_console, one_of,
     parse_key_values, probe_dense_checkpoints, saying_where_training_stopped, encoder_sources,
@@ -51,6 +52,9 @@ def train(
     data_dir: Optional[Path] = typer.Option(None, help="Dataset folder (utkface: the unpacked UTKFace/ folder; nyuv2, cityscapes: the preprocessed {train,val}/ layout)."),
     data_option: list[str] = typer.Option([], help="Dataset argument KEY=VALUE, repeatable (e.g. n_train=2000)."),
     split_seed: int = typer.Option(0, help="Seed of the train/test split (kept apart from --seed)."),
+    tasks: Optional[str] = typer.Option(None, help="Comma list: train on these of the dataset's tasks only (default: all)."),
+    arch: str = typer.Option(_T.arch, help=f"Multi-task architecture, {one_of(list_archs())} (see README, Architectures)."),
+    arch_option: list[str] = typer.Option([], help="Architecture option KEY=VALUE, repeatable (mtan: shared=blocks|backbone)."),
     backbone: Optional[str] = typer.Option(None, help="Any timm model name; default per dataset."),
     pretrained_file: Optional[Path] = typer.Option(None, help="Local weights file for the backbone."),
     hidden: int = typer.Option(_T.hidden, help="Hidden width of each two-layer task head."),
@@ -104,6 +108,9 @@ def train(
         dataset=dataset,
         data_dir=None if data_dir is None else str(data_dir),
         dataset_args=dataset_args,
+        tasks=None if tasks is None else tuple(t.strip() for t in tasks.split(",")),
+        arch=arch,
+        arch_args=parse_key_values(arch_option, "--arch-option"),
         backbone=backbone,
         pretrained_file=None if pretrained_file is None else str(pretrained_file),
         hidden=hidden,
@@ -340,7 +347,7 @@ def compare_command(
     interval, and a verdict ("better", "worse" or "no detectable difference at n = ...")."""
     if out is not None:
         check_output_dir(out)
-    from repeval.training.results import compare
+    from repeval.training.paired import compare
 
     comparisons, table = compare(expand(group_a, "--a"), expand(group_b, "--b"))
     typer.echo(table)

@@ -154,7 +154,7 @@ def dense_reports(paths: list, pixels_per_image: int = PIXELS_PER_IMAGE, seed: i
     for path in paths:
         ckpt = load_checkpoint(path)
         bundle = datasets.build(ckpt["dataset"]["name"], **ckpt["dataset"]["args"])
-        encoder = model_from_checkpoint(ckpt).encoder
+        encoder = model_from_checkpoint(ckpt).probe_encoder()
         split = {name: sample_pixels(encoder, getattr(bundle, name), bundle.input, pixels_per_image, seed, device)
                  for name in ("train", "test")}
         for k, task in enumerate(bundle.tasks):

@@ -120,7 +120,7 @@ def source_from_checkpoint(path: str | os.PathLike, data_dir: str | None = None)
         key=content_hash(path),
         dataset=ckpt["dataset"]["name"],
         dataset_args=args,
-        build_encoder=lambda _input: model_from_checkpoint(ckpt).encoder,
+        build_encoder=lambda _input: model_from_checkpoint(ckpt).probe_encoder(),
         origin={"checkpoint": str(Path(path).resolve()), "backbone": ckpt["model"]["backbone"],
                 "dgr": (ckpt.get("train_config") or {}).get("dgr"), **training_seed_group(ckpt.get("train_config") or {})},
     )

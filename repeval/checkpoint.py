@@ -4,9 +4,9 @@ A checkpoint is a dict of tensors and plain Python types, loadable with
 `torch.load(path, weights_only=True)`:
 
     format, format_version (2), package_version
-    model:    backbone, in_chans, num_features, hidden, heads (HeadConfig: hidden, width, rates),
-              dense (feature-map encoder at output stride 8), map_side, dummies, dummy_seed,
-              pretrained_file
+    model:    arch, arch_args (absent before MTAN: "split"), backbone, in_chans, input_size,
+              num_features, hidden, heads (HeadConfig: hidden, width, rates), dense (feature-map
+              encoder), map_side, dummies, dummy_seed, pretrained_file
     encoder:  encoder state dict
     heads:    {task: head state dict};  dummy_heads: {task: stacked head parameters} (may be empty)
     tasks:    [{name, num_classes, label_names, ordinal, kind, options}]
@@ -30,7 +30,8 @@ from repeval import __version__
 from repeval.datasets.base import InputSpec
 from repeval.errors import CheckpointError, DataNotFoundError
 from repeval.heads import HeadConfig
-from repeval.models import V1_DUMMY_KEYS, MultiTaskModel, build_encoder
+from repeval.archs import build_arch_encoder
+from repeval.models import V1_DUMMY_KEYS, MultiTaskModel
 from repeval.storage import atomic_torch_save, file_sha256
 from repeval.tasks import TaskSpec
 
@@ -121,7 +122,8 @@ def model_from_checkpoint(ckpt: dict) -> MultiTaskModel:
     cfg = ckpt["model"]
     tasks = tuple(TaskSpec.from_dict(t) for t in ckpt["tasks"])
     model = MultiTaskModel(
-        build_encoder(cfg["backbone"], in_chans=cfg["in_chans"], dense=bool(cfg.get("dense", False))),
+        build_arch_encoder(cfg.get("arch", "split"), cfg["backbone"], num_tasks=len(tasks), in_chans=cfg["in_chans"],
+                           dense=bool(cfg.get("dense", False)), input_size=_input_size(ckpt), options=cfg.get("arch_args", {})),
         tasks,
         dummies=cfg["dummies"],
         dummy_seed=cfg["dummy_seed"],
@@ -134,6 +136,13 @@ def model_from_checkpoint(ckpt: dict) -> MultiTaskModel:
     for name, sd in ckpt["dummy_heads"].items():
         model.dummy_heads[name].load_state_dict(sd)
     return model
+
+
+def _input_size(ckpt: dict) -> tuple[int, int] | None:
+    size = ckpt["model"].get("input_size")
+    if size is None and "input" in ckpt:
+        size = (ckpt["input"]["height"], ckpt["input"]["width"])
+    return None if size is None else (int(size[0]), int(size[1]))
 
 
 def content_hash(path: str | os.PathLike) -> str:

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from repeval.archs import ARCHS, build_arch_encoder
 from repeval.checkpoint import load_checkpoint, model_from_checkpoint
 from repeval.heads import HeadConfig
 from repeval.kinds import kind_of
-from repeval.models import DummyHeads, FeatureMapEncoder, MultiTaskModel, build_encoder
+from repeval.models import DummyHeads, FeatureMapEncoder, MultiTaskModel
 from repeval.tasks import TaskSpec
 from repeval.training.dgr import DGRConfig, DummyGradientRegularizer, dummy_gradient_penalty
 from repeval.training.methods import METHODS, create_method
@@ -76,9 +77,9 @@ def test_finite_difference_agrees_with_exact_on_dense_heads():
     torch.testing.assert_close(p_fd, p_exact, rtol=1e-8, atol=0)
 
 
-def tiny_dense_model(dummies: int, tasks=DENSE_TASKS) -> MultiTaskModel:
+def tiny_dense_model(dummies: int, tasks=DENSE_TASKS, arch: str = "split") -> MultiTaskModel:
     torch.manual_seed(0)
-    encoder = build_encoder("test_resnet", in_chans=3, dense=True)
+    encoder = build_arch_encoder(arch, "test_resnet", num_tasks=len(tasks), dense=True, input_size=(16, 16))
     return MultiTaskModel(encoder, tasks, dummies=dummies, head_config=HeadConfig(width=4), map_side=2)
 
 
@@ -97,14 +98,15 @@ def scenes_batches(n: int, seed: int = 1, size: int = 4):
 
 @pytest.mark.parametrize("dgr", [False, True], ids=["vanilla", "dgr"])
 @pytest.mark.parametrize("name", METHODS.names())
-def test_every_method_trains_on_scenes(name, dgr):
+@pytest.mark.parametrize("arch", ARCHS.names())
+def test_every_method_trains_on_scenes(arch, name, dgr):
     batches, tasks = scenes_batches(2)
-    model = tiny_dense_model(2 if dgr else 0, tasks)
+    model = tiny_dense_model(2 if dgr else 0, tasks, arch=arch)
     method = create_method(name, len(tasks), **REQUIRED_OPTIONS.get(name, {}))
     method.attach(model)
     optimizer = torch.optim.Adam([*model.parameters(), *method.parameters()], lr=1e-2)
     reg = DummyGradientRegularizer([model.dummy_heads[t.name] for t in tasks], DGRConfig(lam=0.5),
-                                   tasks=method.trained_tasks) if dgr else None
+                                   tasks=method.trained_tasks, per_task_z=model.per_task) if dgr else None
     encoder_start = [p.detach().clone() for p in model.encoder.parameters()]
     dummies_start = {k: v.clone() for k, v in model.dummy_heads.state_dict().items()}
     meta = scenes_batches(2, seed=7)[0] if method.needs_meta_batch else [None] * 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from repeval import datasets
+from repeval.archs import check_arch
 from repeval.defaults import ASPP_WIDTH, HEAD_HIDDEN
 from repeval.errors import InvalidChoiceError, check_choice, check_number, check_seed
 from repeval.validation import from_mapping
@@ -121,6 +122,9 @@ class TrainConfig:
     dataset: str = "multidigits"
     data_dir: str | None = None
     dataset_args: dict = field(default_factory=dict)
+    tasks: tuple[str, ...] | None = None
+    arch: str = "split"
+    arch_args: dict = field(default_factory=dict)
     backbone: str | None = None
     pretrained_file: str | None = None
     hidden: int = HEAD_HIDDEN
@@ -146,13 +150,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         owner = "TrainConfig"
-        for name in ("dataset_args", "method_args"):
+        for name in ("dataset_args", "method_args", "arch_args"):
             if not isinstance(getattr(self, name), dict):
                 raise InvalidChoiceError(f"The {name!r} parameter of {owner} must be a dict. Got {getattr(self, name)!r} instead.")
         datasets.DATASETS.check(self.dataset)  # unknown names raise the registry's message
         from repeval.training.methods import METHODS, create_method  # names only; no torch yet
 
         METHODS.check(self.method)
+        check_arch(self.arch, self.arch_args)
         check_choice(owner, "device", self.device, DEVICES)
         check_number(owner, "hidden", self.hidden, kind=int, low=1)
         # Batch norm in training mode needs two samples in every batch.
@@ -179,6 +184,10 @@ class TrainConfig:
             check_number(owner, "lr_step", self.lr_step, kind=int, low=0)
         if self.dgr is not None and not isinstance(self.dgr, DGRConfig):
             raise InvalidChoiceError(f"The 'dgr' parameter of {owner} must be a DGRConfig or None. Got {self.dgr!r} instead.")
+        if "tasks" in self.dataset_args:
+            raise InvalidChoiceError("choose tasks with TrainConfig.tasks (--tasks), not in dataset_args")
+        if self.tasks is not None:
+            datasets.check_task_selection(self.dataset, list(self.tasks))
         if self.dataset in datasets.NEEDS_DATA_DIR and "data_dir" in self.dataset_args:
             raise InvalidChoiceError("pass the data folder as TrainConfig.data_dir, not in dataset_args")
         if self.dataset not in datasets.NEEDS_DATA_DIR and self.data_dir is not None:
@@ -215,6 +224,8 @@ class TrainConfig:
 
     def dataset_kwargs(self) -> dict:
         kwargs = dict(self.dataset_args)
+        if self.tasks is not None:
+            kwargs["tasks"] = list(self.tasks)
         if self.dataset in datasets.NEEDS_DATA_DIR:
             kwargs["data_dir"] = self.data_dir
         return kwargs

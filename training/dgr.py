@@ -82,20 +82,27 @@ class DummyGradientRegularizer:
     detached per-task P_k, 0 for tasks not in `tasks` (a tensor; no host sync).
     """
 
-    def __init__(self, dummy_heads: list[DummyHeads], config: DGRConfig, tasks: tuple[int, ...] | None = None):
+    def __init__(self, dummy_heads: list[DummyHeads], config: DGRConfig, tasks: tuple[int, ...] | None = None,
+                 per_task_z: bool = False):
         self.dummy_heads = list(dummy_heads)
         self.config = config
         self.tasks = tuple(range(len(self.dummy_heads))) if tasks is None else tuple(tasks)
+        self.per_task_z = per_task_z  # z stacked per task (MTAN): task k's dummies read z[k]
 
     def __call__(self, z: torch.Tensor, targets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         estimate = self._exact if self.config.estimator == "exact" else self._finite_difference
         with torch.autocast(z.device.type, enabled=False):
             # bf16 activations from autocast are lifted to float32; float64 stays float64.
-            zd = z.detach().to(torch.promote_types(z.dtype, torch.float32)).requires_grad_(True)
-            grads = zd.new_zeros((len(self.dummy_heads), *zd.shape))
-            penalties = zd.new_zeros(len(self.dummy_heads))
+            z32 = z.detach().to(torch.promote_types(z.dtype, torch.float32))
+            grads = z32.new_zeros((len(self.dummy_heads), *z32.shape))
+            penalties = z32.new_zeros(len(self.dummy_heads))
             for k in self.tasks:
-                grads[k], penalties[k] = estimate(zd, self.dummy_heads[k], targets[k])
+                read = z32[k] if self.per_task_z else z32
+                grad, penalties[k] = estimate(read.detach().requires_grad_(True), self.dummy_heads[k], targets[k])
+                if self.per_task_z:
+                    grads[k, k] = grad
+                else:
+                    grads[k] = grad
         grad = grads if self.config.order == "before" else grads.sum(dim=0)
         return (self.config.strength * grad).to(z.dtype), penalties
 

@@ -18,7 +18,8 @@ from repeval.checkpoint import make_checkpoint
 from repeval.datasets import DatasetBundle, InputNormalizer, collate_batch
 from repeval.errors import InvalidChoiceError, NonFiniteLossError, TrainingInterrupted
 from repeval.kinds import kind_of
-from repeval.models import MultiTaskModel, build_encoder
+from repeval.archs import build_arch_encoder
+from repeval.models import MultiTaskModel
 from repeval.storage import check_output_dir, folder_lock
 from repeval.training import run as run_files
 from repeval.training.config import TrainConfig
@@ -34,8 +35,9 @@ log = logging.getLogger("repeval")
 
 def build_model(config: TrainConfig, bundle: DatasetBundle) -> MultiTaskModel:
     dense = any(kind_of(t).dense for t in bundle.tasks)
-    encoder = build_encoder(config.backbone, in_chans=bundle.input.channels, pretrained_file=config.pretrained_file,
-                            dense=dense)
+    encoder = build_arch_encoder(config.arch, config.backbone, num_tasks=len(bundle.tasks), in_chans=bundle.input.channels,
+                                 dense=dense, input_size=(bundle.input.height, bundle.input.width),
+                                 pretrained_file=config.pretrained_file, options=config.arch_args)
     return MultiTaskModel(
         encoder,
         bundle.tasks,
@@ -48,8 +50,11 @@ def build_model(config: TrainConfig, bundle: DatasetBundle) -> MultiTaskModel:
 
 def model_config(config: TrainConfig, bundle: DatasetBundle, model: MultiTaskModel) -> dict:
     return dict(
+        arch=config.arch,
+        arch_args=dict(config.arch_args),
         backbone=config.backbone,
         in_chans=bundle.input.channels,
+        input_size=[bundle.input.height, bundle.input.width],
         num_features=model.num_features,
         hidden=model.head_config.hidden,
         heads=model.head_config.to_dict(),
@@ -111,7 +116,8 @@ def build_training(config: TrainConfig) -> Training:
     method.attach(model)
     method.to(device)
     regularizer = (
-        DummyGradientRegularizer([model.dummy_heads[t.name] for t in bundle.tasks], config.dgr, tasks=method.trained_tasks)
+        DummyGradientRegularizer([model.dummy_heads[t.name] for t in bundle.tasks], config.dgr, tasks=method.trained_tasks,
+                                 per_task_z=model.per_task)
         if config.dgr else None
     )
     optimizer, scheduler = build_optimizer(config, [*model.parameters(), *method.parameters()])

@@ -5,7 +5,7 @@ setting; seeds are averaged. A column is one test metric of one task (a classifi
 column is its accuracy and is named after the task; dense tasks have a column per metric,
 "depth abs_err"), taken at the last finished epoch, reported over training seeds as mean ± sample std [95 % t-interval] (`repeval.stats`),
 with n. Rows that differ only in DGR and share seeds are also compared seed by seed
-(`paired_comparisons`); `compare` does that for any two groups of runs. Delta_MTL
+(`repeval.training.paired`), which also compares any two groups of runs. Delta_MTL
 (paper eq. 6, `metrics.delta_mtl`) compares each row's means with the mean of the `single`
 runs of each task, each metric signed by its direction (`repeval.kinds.metric_info`); without
 single runs the column is left out. Best values (by direction) are bold and second best
@@ -25,7 +25,7 @@ import numpy as np
 from repeval import __version__
 from repeval.errors import DataNotFoundError, InvalidChoiceError, check_choice
 from repeval.metrics import DELTA_VARIANTS, PUBLISHED_BASES
-from repeval.stats import SeedSummary, paired, seed_summary
+from repeval.stats import SeedSummary, seed_summary
 from repeval.storage import atomic_json, atomic_write
 from repeval.training import run as run_files
 from repeval.training.columns import (
@@ -72,6 +72,11 @@ class Row:
         return {run.config.seed: run.scores[task] for run in self.runs if task in run.scores}
 
     @property
+    def trained(self) -> set[str]:
+        """The tasks this row's runs trained on (Delta_MTL is over these)."""
+        return {split_column(c)[0] for run in self.runs for c in run.scores}
+
+    @property
     def label(self) -> str:
         return self.name if self.dgr_lambda is None else f"{self.name} + DGR (λ={self.dgr_lambda:g})"
 
@@ -107,14 +112,45 @@ def find_runs(paths: list[str | Path], selection: str = "final") -> list[RunResu
     return results
 
 
-def row_key(config: TrainConfig) -> tuple[str, str, str | None, float | None]:
+def row_key(config: TrainConfig, varying: tuple[str, ...] = ()) -> tuple[str, str, str | None, float | None]:
     """(name, method, base, DGR lambda): runs that differ only in seed (and a single run's task)
-    share a row."""
+    share a row. `varying`: the settings (`settings(config)` keys) that differ among the
+    report's runs; the row's name shows this run's values of them (a single-task run's tasks excepted)."""
     base = config.method_args.get("base")
     options = {k: v for k, v in config.method_args.items() if k not in ("task", "base")}
     name = config.method if base is None else f"{base} + {config.method.upper()}"
     name += "".join(f" {k}={v}" for k, v in sorted(options.items()))
+    own = settings(config)
+    for key in varying:
+        if key in own and not (key == "tasks" and config.method == SINGLE):
+            value = own[key]
+            name += f" {key}={'+'.join(value) if isinstance(value, (list, tuple)) else value}"
     return name, config.method, base, None if config.dgr is None else config.dgr.strength
+
+
+# Fields that never tell rows apart: what the row key already names, and where a run executed.
+_NOT_SETTINGS = ("method", "method_args", "dgr", "seed", "out_dir", "progress", "num_workers", "log_every", "device")
+
+
+def settings(config: TrainConfig) -> dict:
+    """A run's training options (DGR's as `dgr_<field>`, without its strength), the values a
+    sweep axis varies."""
+    d = {k: v for k, v in config.to_dict().items() if k not in _NOT_SETTINGS}
+    if config.dgr is not None:
+        d.update({f"dgr_{k}": v for k, v in config.to_dict()["dgr"].items() if k != "lam"})
+    return d
+
+
+def varying_settings(runs: list[RunResult]) -> tuple[str, ...]:
+    values = defaultdict(set)
+    for run in runs:
+        for k, v in settings(run.config).items():
+            values[k].add(repr(v))
+    return tuple(k for k, v in values.items() if len(v) > 1 and not (k == "tasks" and _only_single_differs(runs)))
+
+
+def _only_single_differs(runs: list[RunResult]) -> bool:
+    return len({repr(r.config.tasks) for r in runs if r.config.method != SINGLE}) <= 1
 
 
 def build_rows(runs: list[RunResult], variant: str = "per-task", baseline_name: str | None = None
@@ -128,16 +164,17 @@ def build_rows(runs: list[RunResult], variant: str = "per-task", baseline_name: 
     found = {run.config.dataset for run in runs}
     if len(found) > 1:
         raise InvalidChoiceError(f"a report covers one dataset; these runs mix {', '.join(sorted(found))}")
-    tasks = list(runs[0].scores)  # the columns
+    tasks = list(dict.fromkeys(c for run in runs for c in run.scores))  # the columns
     rows: dict[tuple, Row] = {}
+    varying = varying_settings(runs)
     for run in runs:
-        key = row_key(run.config)
+        key = row_key(run.config, varying)
         rows.setdefault(key, Row(*key)).runs.append(run)
     for row in rows.values():
         per_task = defaultdict(list)
         for run in row.runs:
             own = [c for c in tasks if split_column(c)[0] == run.config.method_args["task"]] if row.method == SINGLE else tasks
-            for task in own:
+            for task in (c for c in own if c in run.scores):
                 per_task[task].append(run.scores[task])
         row.summary = {t: seed_summary(v) for t, v in per_task.items()}
     single = [r for r in rows.values() if r.method == SINGLE]
@@ -151,15 +188,19 @@ def build_rows(runs: list[RunResult], variant: str = "per-task", baseline_name: 
             raise InvalidChoiceError(f"baseline {baseline_name!r} needs the columns {', '.join(missing)}, which these runs do not "
                                      f"report (they report: {', '.join(tasks)})")
         baseline = {"row": f"published: {baseline_name}", "runs": [], "means": published}
-        for row in rows.values():
-            if all(c in row.mean for c in needed):
-                row.delta = delta_or_none(nested({c: row.mean[c] for c in needed}), published, lower, variant)
+        for row in rows.values():  # over the tasks the row trained (all, unless --tasks chose some)
+            own = [c for c in needed if split_column(c)[0] in row.trained]
+            if own and all(c in row.mean for c in own):
+                row.delta = delta_or_none(nested({c: row.mean[c] for c in own}),
+                                          {t: published[t] for t in row.trained if t in published}, lower, variant)
     elif single and all(t in single[0].mean for t in tasks):
         base = single[0]
         baseline = {"row": base.label, "runs": [str(r.path) for r in base.runs], "means": base.mean}
         for row in rows.values():
-            if all(t in row.mean for t in tasks):
-                row.delta = delta_or_none(nested(row.mean), nested(base.mean), lower, variant)
+            own = [c for c in tasks if split_column(c)[0] in row.trained]
+            if own and all(c in row.mean for c in own):
+                row.delta = delta_or_none(nested({c: row.mean[c] for c in own}), nested({c: base.mean[c] for c in own}),
+                                          lower, variant)
     position = {m: i for i, m in enumerate(TABLE_ORDER)}
 
     def order(row: Row) -> tuple:
@@ -241,68 +282,6 @@ def _blank(value):
     return "" if value is None else value
 
 
-def paired_comparisons(rows: list[Row], tasks: list[str]) -> list[dict]:
-    """Each DGR row against the same method without DGR, seed by seed, per column."""
-    plain = {(r.name, r.method, r.base): r for r in rows if r.dgr_lambda is None}
-    out = []
-    for row in rows:
-        reference = plain.get((row.name, row.method, row.base))
-        if row.dgr_lambda is None or reference is None or row.method == SINGLE:
-            continue
-        for task in tasks:
-            if set(reference.by_seed(task)) & set(row.by_seed(task)):
-                out.append(_paired_rows(reference, row, task))
-    return out
-
-
-def _paired_rows(a: Row, b: Row, task: str) -> dict:
-    """B − A on a column's test metric, seed by seed (the verdict follows its direction)."""
-    name, metric = split_column(task)
-    return {"a": a.label, "b": b.label, "task": name, "metric": f"test {metric}", "column": task,
-            "scale": column_scale(task),
-            **paired(a.by_seed(task), b.by_seed(task), higher_is_better=higher_is_better(task)).to_dict()}
-
-
-def render_paired(comparisons: list[dict]) -> str:
-    if not comparisons:
-        return ""
-    lines = ["| B vs A | task | B − A (points, or the metric's unit) [95 % CI] | n | verdict for B |", "|---|---|---|---|---|"]
-    for c in comparisons:
-        d, k = c["difference"], c.get("scale", 100.0)
-        digits = 2 if k == 100 else 4
-        interval = "" if d["std"] is None else f" [{k * d['ci_low']:+.{digits}f}, {k * d['ci_high']:+.{digits}f}]"
-        lines.append(f"| {c['b']} vs {c['a']} | {c.get('column', c['task'])} | {k * d['mean']:+.{digits}f}{interval} | {d['n']} | {c['verdict']} |")
-    return "\n".join(lines) + "\n"
-
-
-def compare(paths_a: list[str | Path], paths_b: list[str | Path]) -> tuple[list[dict], str]:
-    """Paired comparison of two groups of runs (each one configuration over several seeds), per
-    task: B − A on the seeds both have."""
-    groups = []
-    for name, paths in (("A", paths_a), ("B", paths_b)):
-        runs = find_runs(paths)
-        keys = {row_key(r.config) + (r.config.dataset,) for r in runs}
-        if len(keys) > 1:
-            raise InvalidChoiceError(
-                f"group {name} mixes {len(keys)} configurations ({', '.join(sorted(str(k[0]) for k in keys))}); "
-                "give the runs of one configuration (several seeds) per group"
-            )
-        row = Row(*row_key(runs[0].config), runs=runs)
-        seeds = [r.config.seed for r in runs]
-        if len(set(seeds)) != len(seeds):
-            raise InvalidChoiceError(f"group {name} has two runs with the same seed; a pairing needs one run per seed")
-        groups.append(row)
-    a, b = groups
-    tasks = [t for t in a.runs[0].scores if t in b.runs[0].scores]
-    comparisons = []
-    for task in tasks:
-        if not set(a.by_seed(task)) & set(b.by_seed(task)):
-            raise InvalidChoiceError(f"groups A and B share no training seed (A: {sorted(a.by_seed(task))}, "
-                                     f"B: {sorted(b.by_seed(task))}); run B with A's seeds")
-        comparisons.append(_paired_rows(a, b, task))
-    return comparisons, render_paired(comparisons)
-
-
 def plot_delta_bars(rows: list[Row], out_stem: str | Path) -> dict[str, dict[str, float]]:
     """Figure 2: for each method, Delta_MTL alone (grey) and with SAM, PTA or DGR (its best
     lambda when several). Rows that combine two of them (e.g. SAM + DGR) stay in the table only."""
@@ -346,6 +325,8 @@ def write_report(paths: list[str | Path], out_dir: str | Path, variant: str = "p
     """Write table.md / .csv / .tex, delta_mtl.png / .svg and report.json; returns the folder
     and the Markdown table. `baseline` names published single-task numbers for Delta_MTL;
     `selection` is "final" or "best-on-test" (`find_runs`)."""
+    from repeval.training.paired import paired_comparisons, render_paired  # it builds on this module's rows
+
     runs = find_runs(paths, selection)
     baseline_name = baseline
     rows, tasks, baseline = build_rows(runs, variant, baseline_name)

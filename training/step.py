@@ -56,7 +56,8 @@ def autocast(device: torch.device):
 
 
 def param_groups(model: MultiTaskModel) -> ParamGroups:
-    return ParamGroups(list(model.encoder.parameters()), [list(model.heads[t.name].parameters()) for t in model.tasks])
+    return ParamGroups(model.shared_parameters(), [model.task_parameters(k) for k in range(len(model.tasks))],
+                       model.common_parameters(), model.per_task)
 
 
 def forward_pass(model: MultiTaskModel, regularizer: DummyGradientRegularizer | None, batch: Batch) -> Pass:

@@ -1,4 +1,5 @@
-"""`repeval sweep CONFIG`: a grid of training runs (methods x +-DGR x lambda x seeds), resumable.
+"""`repeval sweep CONFIG`: a grid of training runs (methods x +-DGR x lambda x seeds x any
+training option), resumable.
 
 A sweep file (TOML or JSON) has four tables:
 
@@ -12,6 +13,8 @@ A sweep file (TOML or JSON) has four tables:
     lambdas = [0.1, 0.3] # DGR strengths (default: the penalty's default lambda)
     seeds = [0, 1, 2]
     dgr_methods = ["ew", "pcgrad"]  # methods that get the DGR runs (default: all but single)
+    arch = ["split", "mtan"]  # any `repeval train` option, by its name with underscores, is an axis:
+    dgr_dummies = [1, 3, 5]   # lr, backbone, tasks (["seg", "seg,depth"]), dgr_* (DGR runs only)...
 
     [dgr]                # DGRConfig fields other than lam (penalty, estimator, eps, order...)
     penalty = "norm"
@@ -73,9 +76,57 @@ def read_sweep_file(path: str | Path) -> dict:
     return spec
 
 
+# `[grid]` keys that are not TrainConfig fields: the method axis and DGR's variants.
+GRID_KEYS = ("methods", "dgr", "lambdas", "seeds", "dgr_methods")
+# Options of DGR as `repeval train` names them (--dgr-dummies...) -> DGRConfig fields.
+DGR_AXES = {"dgr_dummies": "dummies", "dgr_penalty": "penalty", "dgr_estimator": "estimator", "dgr_eps": "eps",
+            "dgr_fd_scheme": "fd_scheme", "dgr_seed": "dummy_seed", "dgr_order": "order"}
+# TrainConfig fields a grid axis may not set: the grid's own keys and sections set them, or
+# they say where a run executes (the sweep decides).
+NOT_AXES = ("method", "method_args", "dgr", "seed", "out_dir", "progress")
+
+
+def train_axes() -> list[str]:
+    """Every `[grid]` axis besides GRID_KEYS: TrainConfig fields and DGR's options."""
+    from dataclasses import fields
+
+    return [f.name for f in fields(TrainConfig) if f.name not in NOT_AXES] + list(DGR_AXES)
+
+
+def _axis_value(key: str, value):
+    # A task list may be written "seg,depth" as on the command line.
+    return tuple(v.strip() for v in value.split(",")) if key == "tasks" and isinstance(value, str) else value
+
+
+def _axis_label(key: str, value) -> str:
+    text = "+".join(value) if isinstance(value, (list, tuple)) else format(value, "g") if isinstance(value, float) else str(value)
+    return f"{key}={re.sub(r'[^A-Za-z0-9._+=-]', '_', text)}"
+
+
+def split_grid(grid: dict) -> tuple[dict, dict]:
+    """(the SweepGrid keys, the option axes {name: [values]}) of a `[grid]` table."""
+    if not isinstance(grid, dict):
+        raise InvalidChoiceError(f"[grid] must be a table; got {type(grid).__name__}")
+    allowed = train_axes()
+    own, axes = {}, {}
+    for key, value in grid.items():
+        if key in GRID_KEYS:
+            own[key] = value
+        elif key in allowed:
+            if not isinstance(value, list) or not value:
+                raise InvalidChoiceError(f"[grid] {key} must be a non-empty list of values, e.g. {key} = [...]; got {value!r}")
+            axes[key] = [_axis_value(key, v) for v in value]
+        else:
+            raise InvalidChoiceError(
+                f"unknown [grid] key(s) {[key]}; allowed: {', '.join(GRID_KEYS)}, or any training option: {', '.join(allowed)}"
+            )
+    return own, axes
+
+
 @dataclass(frozen=True)
 class SweepGrid:
-    """The `[grid]` table: every run is one (method, DGR variant, seed)."""
+    """The `[grid]` table's own keys: every run is one (method, DGR variant, seed) at one point
+    of the option axes (`split_grid`)."""
 
     methods: tuple[str, ...] = ("ew",)
     dgr: tuple[bool, ...] = (False,)
@@ -119,18 +170,26 @@ def expand(spec: dict) -> list[SweepRun]:
     if unknown:
         raise InvalidChoiceError(f"unknown sweep section(s) {sorted(unknown)}; allowed: {', '.join(SECTIONS)}")
     check_sweep_name(spec.get("name"))
-    grid = from_mapping(SweepGrid, spec.get("grid", {}), "[grid]")
+    own, axes = split_grid(spec.get("grid", {}))
+    grid = from_mapping(SweepGrid, own, "[grid]")
     train_args = spec.get("train", {})
     for key in ("method", "method_args", "dgr", "seed"):
         if isinstance(train_args, dict) and key in train_args:
             raise InvalidChoiceError(f"[train] must not set {key!r}: the [grid] and [{key}] sections do")
+    for key in axes:
+        if isinstance(train_args, dict) and key in train_args:
+            raise InvalidChoiceError(f"{key!r} is set in [train] and is a [grid] axis; keep one")
     base = TrainConfig.from_dict(train_args, "[train]", strict=True)
     methods, dgr_flags, lambdas, seeds = list(grid.methods), grid.dgr, grid.lambdas, grid.seeds
     dgr_methods = [m for m in methods if m != "single"] if grid.dgr_methods is None else list(grid.dgr_methods)
     dgr_args = spec.get("dgr", {})
     if isinstance(dgr_args, dict) and "lam" in dgr_args:
         raise InvalidChoiceError("[dgr] must not set 'lam': [grid] lambdas does")
+    for key in axes:
+        if key in DGR_AXES and isinstance(dgr_args, dict) and DGR_AXES[key] in dgr_args:
+            raise InvalidChoiceError(f"[dgr] sets {DGR_AXES[key]!r} and [grid] has the axis {key!r}; keep one")
     from_mapping(DGRConfig, dgr_args, "[dgr]")  # checked once, before any run
+    points = _points(base, axes, train_args)
     method_args = spec.get("method_args", {})
     if not isinstance(method_args, dict) or not all(isinstance(v, dict) for v in method_args.values()):
         raise InvalidChoiceError("[method_args] must hold one table per method, e.g. [method_args.sam]")
@@ -141,8 +200,8 @@ def expand(spec: dict) -> list[SweepRun]:
     runs = []
     for method in methods:
         option_grid = dict(method_args.get(method, {}))
-        if method == "single":
-            option_grid["task"] = datasets.task_names(base.dataset)
+        if method == "single":  # one run per task; a --tasks axis does not apply to them
+            option_grid["task"] = list(base.tasks or datasets.task_names(base.dataset))
         with_dgr = method in dgr_methods and True in dgr_flags
         variants = [
             *([None] if False in dgr_flags or not with_dgr else []),
@@ -150,13 +209,50 @@ def expand(spec: dict) -> list[SweepRun]:
         ]
         for options in _option_points(option_grid):
             for dgr in variants:
-                for seed in seeds:
-                    config = replace(base, method=method, method_args=options, dgr=dgr, seed=seed)
-                    runs.append(SweepRun(run_name(method, options, dgr, seed), config))
+                # Runs without DGR do not vary with DGR's options, single-task runs not with --tasks.
+                ignored = {*(DGR_AXES if dgr is None else ()), *(["tasks"] if method == "single" else [])}
+                seen = set()
+                for point, point_config in points:
+                    setting = repr({k: v for k, v in point.items() if k not in ignored})
+                    if setting in seen:
+                        continue
+                    seen.add(setting)
+                    run_dgr = None if dgr is None else _dgr_at(dgr, point)
+                    label = _label(point, axes, ignored)
+                    if method == "single":
+                        point_config = replace(point_config, tasks=base.tasks)
+                    for seed in seeds:
+                        config = replace(point_config, method=method, method_args=options, dgr=run_dgr, seed=seed)
+                        runs.append(SweepRun(run_name(method, options, run_dgr, seed, label), config))
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
-        raise InvalidChoiceError("the sweep grid repeats a run (duplicate methods, lambdas or seeds)")
+        raise InvalidChoiceError("the sweep grid repeats a run (duplicate methods, lambdas, seeds or axis values)")
     return runs
+
+
+def _points(base: TrainConfig, axes: dict, train_args: dict) -> list[tuple[dict, TrainConfig]]:
+    """Every point of the option axes with the [train] config there. Each is validated here,
+    before any run starts."""
+    points = [{}]
+    for key, values in axes.items():
+        points = [{**p, key: v} for p in points for v in values]
+    out = []
+    for point in points:
+        train_point = {k: v for k, v in point.items() if k not in DGR_AXES}
+        config = TrainConfig.from_dict({**train_args, **train_point}, "[grid]", strict=True) if train_point else base
+        from_mapping(DGRConfig, {DGR_AXES[k]: v for k, v in point.items() if k in DGR_AXES}, "[grid]")
+        out.append((point, config))
+    return out
+
+
+def _label(point: dict, axes: dict, ignored: set[str]) -> str:
+    """Run-name label of the axes with more than one value, but the `ignored` ones."""
+    keys = [k for k in axes if len(axes[k]) > 1 and k not in ignored]
+    return "-".join(_axis_label(k, point[k]) for k in keys)
+
+
+def _dgr_at(dgr: DGRConfig, point: dict) -> DGRConfig:
+    return replace(dgr, **{DGR_AXES[k]: v for k, v in point.items() if k in DGR_AXES})
 
 
 def _option_points(option_grid: dict) -> list[dict]:
@@ -168,11 +264,13 @@ def _option_points(option_grid: dict) -> list[dict]:
     return points
 
 
-def run_name(method: str, options: dict, dgr: DGRConfig | None, seed: int) -> str:
+def run_name(method: str, options: dict, dgr: DGRConfig | None, seed: int, label: str = "") -> str:
+    """`<method>[-option=value...][+dgr-<lambda>][-<axis>=<value>...]-seed<n>`; `label` names the
+    option axes that vary."""
     name = "-".join([method, *(f"{k}={v}" for k, v in options.items())])
     if dgr is not None:
         name += f"+dgr-{'default' if dgr.lam is None else format(dgr.lam, 'g')}"
-    return f"{name}-seed{seed}"
+    return f"{name}{'-' + label if label else ''}-seed{seed}"
 
 
 def run_status(run_dir: Path, config: TrainConfig) -> str:

@@ -61,8 +61,32 @@ def check_args(name: str, args: dict) -> None:
     repeval.errors.InvalidChoiceError: dataset 'multidigits' has no option 'n_trian'; its options are: split_seed, n_train, n_test, canvas, digit_size, jitter, test_fraction
     """
     allowed = dataset_options(name)
+    args = dict(args)
+    if args.get("tasks") is not None:
+        check_task_selection(name, args["tasks"])
+    args.pop("tasks", None)
     check_options("dataset", name, args, allowed, free=("data_dir",))
     _module(name).check_args(**{**allowed, **args})
+
+
+def check_task_selection(name: str, tasks) -> None:
+    """`--tasks`: a non-empty list of distinct task names of dataset `name`.
+
+    >>> check_task_selection("multidigits", ["left", "size"])
+    Traceback (most recent call last):
+    ...
+    repeval.errors.InvalidChoiceError: dataset 'multidigits' has no task 'size'; its tasks: left, right, sum
+    """
+    from repeval.errors import InvalidChoiceError
+
+    known = task_names(name)
+    if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)) or not tasks:
+        raise InvalidChoiceError(f"--tasks must list one or more of dataset {name!r}'s tasks ({', '.join(known)}). Got {tasks!r} instead.")
+    for t in tasks:
+        if t not in known:
+            raise InvalidChoiceError(f"dataset {name!r} has no task {t!r}; its tasks: {', '.join(known)}")
+    if len(set(tasks)) != len(tasks):
+        raise InvalidChoiceError(f"--tasks names a task twice: {', '.join(tasks)}")
 
 
 def build(name: str, **args) -> DatasetBundle:
@@ -72,7 +96,13 @@ def build(name: str, **args) -> DatasetBundle:
     >>> len(bundle.train), len(bundle.test)
     (32, 8)
     """
-    return DATASETS.get(name)(**args)
+    tasks = args.pop("tasks", None)
+    bundle = DATASETS.get(name)(**args)
+    if tasks is None:
+        return bundle
+    from repeval.datasets.base import select_tasks
+
+    return select_tasks(bundle, tasks)
 
 
 def list_datasets() -> list[str]:
@@ -81,5 +111,5 @@ def list_datasets() -> list[str]:
 
 __all__ = [
     "ArrayDataset", "DatasetBundle", "InputSpec", "DATASETS", "NEEDS_DATA_DIR", "build", "check_args",
-    "dataset_options", "list_datasets", "TASKS", "task_names", "collate_batch", "normalize_batch", "InputNormalizer",
+    "check_task_selection", "dataset_options", "list_datasets", "TASKS", "task_names", "collate_batch", "normalize_batch", "InputNormalizer",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -71,6 +71,10 @@ class ArrayDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def select_tasks(self, keep: list[int]) -> ArrayDataset:
+        """The same samples with the labels of tasks `keep` only."""
+        return ArrayDataset(self.images, self.labels[:, keep], self.indices, self.rows, self.extras)
+
     @property
     def image_shape(self) -> tuple[int, ...]:
         return tuple(self.images.shape[1:])
@@ -130,3 +134,12 @@ class DatasetBundle:
     tasks: tuple[TaskSpec, ...]
     input: InputSpec
     report: dict = field(default_factory=dict)
+
+
+def select_tasks(bundle: DatasetBundle, names: list[str] | tuple[str, ...]) -> DatasetBundle:
+    """`bundle` with only the tasks `names`, in the dataset's order (its args record them, so a
+    checkpoint's dataset rebuilds the same selection)."""
+    all_names = [t.name for t in bundle.tasks]
+    keep = [all_names.index(n) for n in all_names if n in set(names)]
+    return replace(bundle, train=bundle.train.select_tasks(keep), test=bundle.test.select_tasks(keep),
+                   tasks=tuple(bundle.tasks[k] for k in keep), args={**bundle.args, "tasks": [all_names[k] for k in keep]})

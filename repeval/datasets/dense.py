@@ -9,6 +9,8 @@ target (depth / scale, disparity * scale, the normals' x negated) is the task ki
 
 from __future__ import annotations
 
+import copy
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -65,6 +67,13 @@ class DenseDataset(torch.utils.data.Dataset):
         self.augmentation = augmentation
         self.indices = np.arange(len(source))
         self.extras: dict = {}
+        self.keep: list[int] | None = None  # the tasks whose targets are returned (None: all)
+
+    def select_tasks(self, keep: list[int]) -> DenseDataset:
+        """The same split returning only the targets of tasks `keep` (augmented as before)."""
+        out = copy.copy(self)
+        out.keep = [k if self.keep is None else self.keep[k] for k in keep]
+        return out
 
     def __len__(self) -> int:
         return len(self.source)
@@ -82,7 +91,7 @@ class DenseDataset(torch.utils.data.Dataset):
         targets = [torch.from_numpy(np.ascontiguousarray(t)) for t in targets]
         if self.augmentation is not None:
             image, targets = augment(image, targets, self.kinds, self.augmentation)
-        return image, targets
+        return image, targets if self.keep is None else [targets[k] for k in self.keep]
 
     def __getitems__(self, idx: list[int]):
         items = [self[i] for i in idx]

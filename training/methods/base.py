@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -20,10 +20,15 @@ from repeval.errors import InvalidChoiceError
 
 @dataclass
 class ParamGroups:
-    """The parameters a method writes gradients for: the shared encoder's, and each task head's."""
+    """The parameters a method writes gradients for: the architecture's shared set (the ones
+    gradient methods combine), each task's own (its head; MTAN's attention for it), and
+    `common` ones outside the shared set that every task reaches (they get the sum of the task
+    gradients). `per_task_z`: z is stacked per task (MTAN), task k's part is `z[k]`."""
 
     shared: list[torch.Tensor]
     heads: list[list[torch.Tensor]]
+    common: list[torch.Tensor] = field(default_factory=list)
+    per_task_z: bool = False
 
 
 @dataclass

@@ -103,15 +103,11 @@ class GradientMethod(Method):
 
     def backward(self, losses: torch.Tensor, z: torch.Tensor, z_grad: torch.Tensor | None, params: ParamGroups) -> None:
         losses = self.task_losses(losses)
-        head_params = [p for head in params.heads for p in head]
-        torch.autograd.backward(losses.sum(), inputs=head_params + self.parameters(), retain_graph=True)
+        own = [p for head in params.heads for p in head] + params.common
+        torch.autograd.backward(losses.sum(), inputs=own + self.parameters(), retain_graph=True)
         z_task_grads = [torch.autograd.grad(losses[k], z, retain_graph=True)[0] for k in range(len(losses))]
         if self.rep_grad:
-            stacked = torch.stack(z_task_grads)
-            flat = stacked.flatten(1).float()
-            w = self.weights((flat @ flat.T).double()).to(stacked.dtype)
-            combined = torch.tensordot(w, stacked, dims=1)
-            torch.autograd.backward(z, combined if z_grad is None else combined + z_grad)
+            self.representation_backward(z, z_task_grads, z_grad, params)
             return
         task_grads = task_gradients(z, z_task_grads, params.shared, keep_graph=z_grad is not None)
         update = combine_(self.weights(gram_matrix(task_grads)), task_grads)
@@ -119,3 +115,24 @@ class GradientMethod(Method):
             p.grad = g if g.dtype == p.dtype else g.to(p.dtype)
         if z_grad is not None:
             torch.autograd.backward(z, z_grad)  # accumulates into .grad in place
+
+    def representation_backward(self, z: torch.Tensor, z_task_grads: list[torch.Tensor], z_grad: torch.Tensor | None,
+                                params: ParamGroups) -> None:
+        """Weights from the Gram matrix of the task gradients at z; one backward of the combined
+        gradient. With per-task z (MTAN) each task's gradient is taken at its own z[k] (as
+        LibMTL's rep_grad does for MTAN), and the combination reaches the shared parameters only:
+        the task-own ones already have their gradients."""
+        if not params.per_task_z:
+            stacked = torch.stack(z_task_grads)
+            flat = stacked.flatten(1).float()
+            w = self.weights((flat @ flat.T).double()).to(stacked.dtype)
+            combined = torch.tensordot(w, stacked, dims=1)
+            torch.autograd.backward(z, combined if z_grad is None else combined + z_grad)
+            return
+        stacked = torch.stack([g[k] for k, g in enumerate(z_task_grads)])  # [K, B, ...]: task k at z[k]
+        flat = stacked.flatten(1).float()
+        w = self.weights((flat @ flat.T).double()).to(stacked.dtype)
+        combined = stacked * w.view(-1, *[1] * (stacked.dim() - 1))  # z's shape: slice k is w_k g_k
+        torch.autograd.backward(z, combined, inputs=params.shared, retain_graph=z_grad is not None)
+        if z_grad is not None:
+            torch.autograd.backward(z, z_grad)

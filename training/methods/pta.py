@@ -17,11 +17,13 @@ the model head's loss and is averaged with the decoders."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
 from repeval.errors import check_number
-from repeval.training.methods.base import ParamGroups, Pass, StepContext, WrapsMethod
+from repeval.training.methods.base import Pass, StepContext, WrapsMethod
 
 
 class PTA(WrapsMethod):
@@ -53,12 +55,12 @@ class PTA(WrapsMethod):
         z = out.z.float()
         kinds = ctx.model.kinds
         task_losses = torch.stack([
-            (out.losses[k] + sum(kinds[k].loss(decoder(z), y) for decoder in decoders)) / self.decoders
+            (out.losses[k] + sum(kinds[k].loss(decoder(ctx.model.task_input(z, k)), y) for decoder in decoders)) / self.decoders
             for k, (decoders, y) in enumerate(zip(self.extra, ctx.batch.ys))
         ])
         heads = [[*head, *decoders.parameters()] for head, decoders in zip(ctx.params.heads, self.extra)]
         ctx.optimizer.zero_grad(set_to_none=True)
-        self.base.backward(task_losses, out.z, out.z_grad, ParamGroups(ctx.params.shared, heads))
+        self.base.backward(task_losses, out.z, out.z_grad, replace(ctx.params, heads=heads))
         ctx.optimizer.step()
         return out
 

@@ -35,7 +35,7 @@ class SAM(WrapsMethod):
         first = ctx.forward(ctx.batch)
         ctx.optimizer.zero_grad(set_to_none=True)
         self.base.backward(first.losses, first.z, first.z_grad, ctx.params)
-        trained = [p for p in [*ctx.params.shared, *(q for h in ctx.params.heads for q in h)] if p.grad is not None]
+        trained = [p for p in [*ctx.params.shared, *ctx.params.common, *(q for h in ctx.params.heads for q in h)] if p.grad is not None]
         saved = [p.detach().clone() for p in trained]
         with torch.no_grad():
             for p, e in zip(trained, sam_perturbation([p.grad for p in trained], self.rho)):
