@@ -271,48 +271,36 @@ def sweep(
     spec = read_sweep_file(config)
     expand(spec)  # the whole grid is checked before any folder is made
     check_output_dir(out)
-    _run_sweep_and_report(spec, out, report, progress)
+    from repeval.training.reproduce import sweep_and_report
+
+    with saying_where_training_stopped():
+        written = sweep_and_report(spec, out, progress_default() if progress is None else progress, report=report)
+    for where, text in written:
+        typer.echo(text)
+        typer.echo(f"report: {where}")
 
 
 @app.command()
 def reproduce(
     protocol: str = typer.Argument(..., help=f"Paper protocol, {one_of(PROTOCOLS)}."),
     data_dir: Optional[Path] = typer.Option(None, help="The dataset folder (UTKFace/, or NYUv2's or Cityscapes' preprocessed layout)."),
-    pretrained_file: Optional[Path] = typer.Option(None, help="ImageNet resnet50 weights (timm state dict; utkface)."),
-    smoke: bool = typer.Option(False, "--smoke", help="Tiny settings: checks the whole pipeline in minutes on a CPU (nyuv2/cityscapes: on generated data when no --data-dir)."),
+    pretrained_file: Optional[Path] = typer.Option(None, help="Backbone weights (utkface: ImageNet resnet50; sensitivity: the Swin's)."),
+    dataset: Optional[str] = typer.Option(None, help="sensitivity: nyuv2, cityscapes or scenes (embedded)."),
+    table: str = typer.Option("all", help="sensitivity: a (dummies, task counts), b (Swin) or all."),
+    smoke: bool = typer.Option(False, "--smoke", help="Tiny settings: checks the whole pipeline in minutes on a CPU (scene protocols: on generated data when no --data-dir)."),
     out: Path = typer.Option(Path("runs/sweeps"), help="Folder that receives the sweep."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Default: on a terminal only."),
 ) -> None:
-    """Run a paper protocol as a resumable sweep, then report it: utkface (Table 1, Figure 2),
-    nyuv2 (Table 2, SPLIT) or cityscapes (Table 3, SPLIT)."""
-    check_choice("reproduce", "protocol", protocol, PROTOCOLS)
-    if data_dir is None and not (smoke and protocol != "utkface"):
-        raise InvalidChoiceError(f"reproduce {protocol} needs --data-dir (the folder that holds its files)")
+    """Run a paper protocol as resumable sweeps, then report them: utkface (Table 1, Figure 2),
+    nyuv2 / cityscapes (Tables 2-3, SPLIT and MTAN) or sensitivity (Table 4)."""
     check_output_dir(out)
-    if protocol == "utkface":
-        from repeval.training.reproduce import utkface_spec
-
-        _run_sweep_and_report(utkface_spec(data_dir, pretrained_file, smoke=smoke), out, True, progress)
-        return
-    from repeval.training.reproduce import scene_spec, smoke_data
-
-    if data_dir is None:
-        data_dir = smoke_data(protocol, out / f"{protocol}-smoke-data")
-    spec, baseline = scene_spec(protocol, data_dir, smoke=smoke)
-    _run_sweep_and_report(spec, out, True, progress, baseline=baseline)
-
-
-def _run_sweep_and_report(spec: dict, out: Path, report: bool, progress: Optional[bool], baseline: Optional[str] = None) -> None:
-    from repeval.training.results import write_report
-    from repeval.training.sweep import run_sweep
+    from repeval.training.reproduce import run_protocol
 
     with saying_where_training_stopped():
-        folders = run_sweep(spec, out, progress=progress_default() if progress is None else progress)
-    root = out / spec["name"]
-    typer.echo(f"{len(folders)} runs in {root}")
-    if report:
-        where, table = write_report([root], root / "report", baseline=baseline)
-        typer.echo(table)
+        written = run_protocol(protocol, data_dir, out, smoke, progress_default() if progress is None else progress,
+                               pretrained_file, dataset, table)
+    for where, text in written:
+        typer.echo(text)
         typer.echo(f"report: {where}")
 
 

@@ -117,15 +117,17 @@ def test_reproduce_without_weights_or_with_an_unknown_protocol_is_refused(tmp_pa
     assert main(["reproduce", "utkface", "--data-dir", str(tmp_path)]) == 2
     assert "pass --pretrained-file PATH" in capsys.readouterr().err
     assert main(["reproduce", "mnist", "--data-dir", str(tmp_path), "--smoke"]) == 2
-    assert "must be one of 'utkface', 'nyuv2', 'cityscapes'. Got 'mnist'" in capsys.readouterr().err
+    assert "must be one of 'utkface', 'nyuv2', 'cityscapes', 'sensitivity'. Got 'mnist'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("protocol", ["nyuv2", "cityscapes"])
 def test_reproduce_scene_smoke_runs_the_split_grid_on_generated_data(tmp_path, protocol, capsys):
     assert main(["reproduce", protocol, "--smoke", "--out", str(tmp_path), "--no-progress"]) == 0
-    report = json.loads((tmp_path / f"{protocol}-split-smoke" / "report" / "report.json").read_text())
-    labels = [r["label"] for r in report["rows"]]
-    assert labels[:3] == ["single", "ew", "ew + DGR (λ=0.1)"] and len(labels) == 1 + 8 * 2
+    for arch in ("mtan", "split"):  # the two halves of Tables 2-3, a report each
+        report = json.loads((tmp_path / f"{protocol}-tables-smoke" / f"report-{arch}" / "report.json").read_text())
+        labels = [r["label"] for r in report["rows"]]
+        assert labels[:3] == ["single", "ew", "ew + DGR (λ=0.1)"] and len(labels) == 1 + 8 * 2
+        assert {r["config"]["arch"] for row in report["rows"] for r in row["runs"]} == {arch}
     config = report["rows"][2]["runs"][0]["config"]
     assert (config["optimizer"], config["schedule"], config["dataset"]) == ("sgd", "cosine", protocol)
     assert (config["dgr"]["penalty"], config["dgr"]["estimator"], config["dgr"]["eps"]) == ("squared", "finite-diff", 1e-3)
@@ -165,3 +167,21 @@ def test_runs_made_before_newer_options_existed_still_match_their_plan(tmp_path)
     (run_dir / "config.json").write_text(json.dumps(stored))
     assert run_status(run_dir, config) == "partial"
     assert run_files.read_config(run_dir).optimizer == "adam"
+
+
+def test_reproduce_sensitivity_smoke_writes_table_4(tmp_path, capsys):
+    """Table 4 on scenes, one tiny seed: 4(a)'s dummy counts and task counts in the paper's
+    layout (Delta_MTL over each row's own tasks), and 4(b) on a Swin backbone."""
+    assert main(["reproduce", "sensitivity", "--dataset", "scenes", "--smoke", "--out", str(tmp_path), "--no-progress"]) == 0
+    table = json.loads((tmp_path / "scenes-table4a-dummies-smoke" / "table4a.json").read_text())
+    rows = {r["setting"]: r for r in table["rows"]}
+    assert list(rows) == ["d=1", "d=3", "d=5", "(1) seg", "(2) seg+depth", "(3) seg+depth+normal"]
+    assert all(r["vanilla"] is not None and r["dgr"] is not None for r in rows.values())
+    assert rows["d=3"]["dgr"] == rows["(3) seg+depth+normal"]["dgr"] and rows["d=1"]["vanilla"] == rows["d=5"]["vanilla"]
+    report = json.loads((tmp_path / "scenes-table4a-dummies-smoke" / "report" / "report.json").read_text())
+    one_task = [r for r in report["rows"] if r["label"] == "ew tasks=seg"][0]
+    single_seg = [r for r in report["rows"] if r["method"] == "single"][0]["mean"]["seg miou"]
+    assert one_task["delta_mtl"] == pytest.approx((one_task["mean"]["seg miou"] - single_seg) / single_seg)
+    swin = json.loads((tmp_path / "scenes-table4b-swin-smoke" / "report" / "report.json").read_text())
+    assert {r["config"]["backbone"] for row in swin["rows"] for r in row["runs"]} == {"swin_tiny_patch4_window7_224"}
+    assert [r["label"] for r in swin["rows"]] == ["single", "ew", "ew + DGR (λ=0.1)"]

@@ -1,4 +1,5 @@
-"""`repeval reproduce utkface|nyuv2|cityscapes`: the paper's protocols as resumable sweeps.
+"""`repeval reproduce utkface|nyuv2|cityscapes|sensitivity`: the paper's protocols as resumable
+sweeps (Table 4, `sensitivity`, is in `repeval.training.sensitivity`).
 
 UTKFace, Table 1 and Figure 2:
 
@@ -14,15 +15,18 @@ settings (one seed, one lambda, one epoch, a small test network, 32x32) to check
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from repeval.errors import InvalidChoiceError
+
+log = logging.getLogger("repeval")
 
 TABLE1_METHODS = ["single", "ew", "dwa", "uw", "autol", "pcgrad", "cagrad", "imtl", "nash"]
 FIGURE2_METHODS = ["sam", "pta"]
 FIGURE2_BASES = ["ew", "autol", "cagrad", "nash"]
 PAPER_DGR = {"penalty": "squared", "estimator": "finite-diff", "eps": 1e-4, "dummies": 3}
-PROTOCOLS = ("utkface", "nyuv2", "cityscapes")
+PROTOCOLS = ("utkface", "nyuv2", "cityscapes", "sensitivity")
 # Tables 2-3 (SPLIT): the Auto-lambda/DGR scene recipe for every method (dilated ResNet-50 from
 # scratch, DeepLabv3 heads with the reference ASPP rates, SGD 0.1 with momentum and cosine
 # schedule, weight decay 1e-4, batch 4, 300 epochs: the DGR code's defaults), and DGR as its
@@ -32,6 +36,7 @@ PROTOCOLS = ("utkface", "nyuv2", "cityscapes")
 SCENE_METHODS = ["single", "ew", "dwa", "uw", "autol", "pcgrad", "cagrad", "imtl", "nash"]
 SCENE_DGR = {"penalty": "squared", "estimator": "finite-diff", "fd_scheme": "forward", "eps": 1e-3, "dummies": 3}
 SCENE_BASELINES = {"nyuv2": "autolambda-nyuv2", "cityscapes": "autolambda-cityscapes"}
+SCENE_ARCHS = ("split", "mtan")  # each gets its own report: the two halves of Tables 2-3
 
 
 def utkface_spec(data_dir: str | Path, pretrained_file: str | Path | None, smoke: bool = False) -> dict:
@@ -57,22 +62,30 @@ def utkface_spec(data_dir: str | Path, pretrained_file: str | Path | None, smoke
             "dgr": dict(PAPER_DGR), "method_args": bases}
 
 
-def scene_spec(dataset: str, data_dir: str | Path, smoke: bool = False) -> tuple[dict, str | None]:
-    """The sweep spec of Table 2 (nyuv2) or Table 3 (cityscapes), SPLIT half, and the published
-    baseline its report uses (None for `smoke`, whose Delta_MTL is against its own single runs).
-    `smoke` keeps the grid's methods on tiny settings (one seed, one epoch, a small network)."""
+def scene_train(dataset: str, data_dir: str | Path | None, smoke: bool) -> dict:
+    """The [train] table of the scene protocols: the Auto-lambda/DGR recipe on nyuv2 and
+    cityscapes; on the embedded `scenes` its CPU defaults with 4 epochs; `smoke`: tiny."""
+    if dataset == "scenes":
+        return {"dataset": "scenes", "dataset_args": {"split_seed": 0, **({"n_train": 16, "n_test": 8} if smoke else {})},
+                "epochs": 1 if smoke else 4}
     train = {
         "dataset": dataset, "data_dir": str(data_dir), "dataset_args": {"split_seed": 0},
         "backbone": "resnet50", "optimizer": "sgd", "lr": 0.1, "schedule": "cosine", "weight_decay": 1e-4,
         "batch_size": 4, "epochs": 300, "aspp_width": 256, "aspp_rates": "12,24,36",
     }
-    grid = {"methods": SCENE_METHODS, "dgr": [False, True], "lambdas": [0.1], "seeds": [0, 1, 2],
-            "dgr_methods": SCENE_METHODS[1:]}
     if smoke:
         train.update(backbone="test_resnet", epochs=1, batch_size=2, aspp_width=8, aspp_rates="auto", lr=0.01)
-        grid.update(seeds=[0])
-    name = f"{dataset}-split{'-smoke' if smoke else ''}"
-    return ({"name": name, "train": train, "grid": grid, "dgr": dict(SCENE_DGR)},
+    return train
+
+
+def scene_spec(dataset: str, data_dir: str | Path, smoke: bool = False) -> tuple[dict, str | None]:
+    """The sweep spec of Table 2 (nyuv2) or Table 3 (cityscapes), SPLIT and MTAN halves, and the
+    published baseline its reports use (None for `smoke`, whose Delta_MTL is against its own
+    single runs). `smoke` keeps the grid's methods on tiny settings (one seed, one epoch)."""
+    grid = {"methods": SCENE_METHODS, "dgr": [False, True], "lambdas": [0.1], "seeds": [0] if smoke else [0, 1, 2],
+            "dgr_methods": SCENE_METHODS[1:], "arch": list(SCENE_ARCHS)}
+    name = f"{dataset}-tables{'-smoke' if smoke else ''}"
+    return ({"name": name, "train": scene_train(dataset, data_dir, smoke), "grid": grid, "dgr": dict(SCENE_DGR)},
             None if smoke else SCENE_BASELINES[dataset])
 
 
@@ -94,3 +107,58 @@ def smoke_data(dataset: str, folder: Path) -> Path:
         write_synthetic(staging, "dgr", n_train=8, n_test=4, height=32, width=64)
     staging.rename(folder)
     return folder
+
+
+def run_protocol(protocol: str, data_dir, out: Path, smoke: bool = False, progress: bool = False,
+                 pretrained_file=None, dataset: str | None = None, table: str = "all") -> list[tuple[str, str]]:
+    """Run a protocol's sweeps (resumable) and write their reports: [(where, Markdown)].
+    Inputs are checked before any folder is made."""
+    from repeval.errors import check_choice
+
+    check_choice("reproduce", "protocol", protocol, PROTOCOLS)
+    if protocol == "sensitivity":
+        from repeval.training.sensitivity import SENSITIVITY_DATASETS, TABLES, run_sensitivity
+
+        check_choice("reproduce sensitivity", "dataset", dataset, SENSITIVITY_DATASETS)
+        check_choice("reproduce sensitivity", "table", table, TABLES)
+        if dataset != "scenes" and data_dir is None and not smoke:
+            raise InvalidChoiceError(f"reproduce sensitivity --dataset {dataset} needs --data-dir (the folder that holds its files)")
+        if dataset != "scenes" and data_dir is None:
+            data_dir = smoke_data(dataset, _made(out) / f"{dataset}-smoke-data")
+        return run_sensitivity(dataset, data_dir, _made(out), smoke, table, progress,
+                               None if pretrained_file is None else str(pretrained_file))
+    if data_dir is None and not (smoke and protocol != "utkface"):
+        raise InvalidChoiceError(f"reproduce {protocol} needs --data-dir (the folder that holds its files)")
+    if protocol == "utkface":
+        return sweep_and_report(utkface_spec(data_dir, pretrained_file, smoke=smoke), _made(out), progress)
+    if data_dir is None:
+        data_dir = smoke_data(protocol, _made(out) / f"{protocol}-smoke-data")
+    spec, baseline = scene_spec(protocol, data_dir, smoke=smoke)
+    return sweep_and_report(spec, _made(out), progress, baseline, by_arch=True)
+
+
+def _made(out: Path) -> Path:
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return Path(out)
+
+
+def sweep_and_report(spec: dict, out: Path, progress: bool, baseline: str | None = None,
+                     by_arch: bool = False, report: bool = True) -> list[tuple[str, str]]:
+    """Run a sweep, then write one report (`report`), or with `by_arch` one per architecture
+    (`report-split`, `report-mtan`): [(where, Markdown)]."""
+    from repeval.training import run as run_files
+    from repeval.training.results import write_report
+    from repeval.training.sweep import run_sweep
+
+    folders = run_sweep(spec, out, progress=progress)
+    root = out / spec["name"]
+    log.info("%d runs in %s", len(folders), root)
+    groups = {"report": folders} if report else {}
+    if by_arch:
+        archs = {f: run_files.read_config(f).arch for f in folders}
+        groups = {f"report-{a}": [f for f in folders if archs[f] == a] for a in spec["grid"]["arch"]}
+    written = []
+    for name, paths in groups.items():
+        where, table = write_report(paths, root / name, baseline=baseline)
+        written.append((str(where), table))
+    return written
