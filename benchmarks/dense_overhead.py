@@ -1,4 +1,4 @@
-"""DGR's cost on the dense SPLIT network, measured side by side in one process.
+"""DGR's cost on the dense SPLIT or MTAN network (`--arch`), measured side by side in one process.
 
 Dilated ResNet-50 (output stride 8) with a DeepLabv3 head per task, NYUv2's three tasks (13-class
 segmentation, depth, normals), EW, d = 1 and d = 3 dummy heads per task. Variants, timed
@@ -21,7 +21,10 @@ At small inputs on a CPU the dummy heads' cost is bound by their parameters (48 
 gradients, perturbed copies), not by their activations; the default size is large enough that
 activations dominate, as they do at the reference's 288x384.
 
-    python benchmarks/dense_overhead.py [--size 192 256] [--batch 2] [--reps 3] [--device cpu|cuda]
+    python benchmarks/dense_overhead.py [--arch split|mtan] [--size 192 256] [--batch 2] [--reps 3] [--device cpu|cuda]
+
+MTAN: each task's dummies read that task's attended feature; the reference recipe's encoder
+gradient is taken of the architecture's shared parameters.
 
 On a GPU use the reference size: --size 288 384 --batch 4 (bf16 autocast and channels_last are on).
 """
@@ -36,7 +39,8 @@ import torch
 
 from repeval.heads import HeadConfig
 from repeval.kinds import kind_of
-from repeval.models import FeatureMapEncoder, MultiTaskModel
+from repeval.archs import build_arch_encoder
+from repeval.models import MultiTaskModel
 from repeval.tasks import TaskSpec
 from repeval.training.dgr import DGRConfig, DummyGradientRegularizer
 from repeval.training.methods import create_method
@@ -47,7 +51,7 @@ TASKS = (TaskSpec("seg", 13, kind="segmentation"), TaskSpec("depth", 1, kind="de
 
 def reference_step(model, dummy_sets, batch, optimizer, lam=0.1, eps=1e-3):
     """The authors' released recipe (compute_hessian in their DGR_train.py) on this network."""
-    encoder_params = list(model.encoder.parameters())
+    encoder_params = model.shared_parameters()
     with autocast(batch.x.device):
         z = model.encode(batch.x)
         outputs = model.predict(z)
@@ -57,7 +61,7 @@ def reference_step(model, dummy_sets, batch, optimizer, lam=0.1, eps=1e-3):
     for heads in dummy_sets:
         params = [p for h in heads for p in h.parameters()]
         with autocast(batch.x.device):
-            dummy_loss = sum(k.loss(h(z), y) for k, h, y in zip(model.kinds, heads, batch.ys))
+            dummy_loss = sum(k.loss(h(model.task_input(z, i)), y) for i, (k, h, y) in enumerate(zip(model.kinds, heads, batch.ys)))
         d = torch.autograd.grad(dummy_loss, params, retain_graph=True)
         grad = torch.autograd.grad(dummy_loss, encoder_params, retain_graph=True, allow_unused=True)
         step = eps / torch.sqrt(sum((g.float() * g.float()).sum() for g in d))
@@ -66,7 +70,8 @@ def reference_step(model, dummy_sets, batch, optimizer, lam=0.1, eps=1e-3):
                 p.add_(step * g)
         with autocast(batch.x.device):
             z_plus = model.encode(batch.x)  # the whole encoder again
-            dummy_plus = sum(k.loss(h(z_plus), y) for k, h, y in zip(model.kinds, heads, batch.ys))
+            dummy_plus = sum(k.loss(h(model.task_input(z_plus, i)), y)
+                             for i, (k, h, y) in enumerate(zip(model.kinds, heads, batch.ys)))
         grad_plus = torch.autograd.grad(dummy_plus, encoder_params, allow_unused=True)
         with torch.no_grad():
             for p, g in zip(params, d):
@@ -86,6 +91,7 @@ def synchronize(device: torch.device) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--arch", default="split", choices=("split", "mtan"))
     parser.add_argument("--size", type=int, nargs=2, default=(192, 256))
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--width", type=int, default=256, help="ASPP channels (256: the reference)")
@@ -98,7 +104,7 @@ def main() -> None:
     h, w = args.size
 
     torch.manual_seed(0)
-    encoder = FeatureMapEncoder(args.backbone)
+    encoder = build_arch_encoder(args.arch, args.backbone, num_tasks=len(TASKS), dense=True, input_size=(h, w))
     side = encoder.map_side(h, w)
     model = MultiTaskModel(encoder, TASKS, dummies=3, head_config=HeadConfig(width=args.width), map_side=side).to(device)
     if device.type == "cuda":
@@ -129,9 +135,11 @@ def main() -> None:
 
             heads = [DummyHeads(k, encoder.num_features, model.head_config, d, seed=7 + i, map_side=side).to(device)
                      for i, k in enumerate(kinds)]
-        regs = {"exact": DummyGradientRegularizer(heads, DGRConfig(lam=0.1)),
-                "finite-diff": DummyGradientRegularizer(heads, DGRConfig(lam=0.1, estimator="finite-diff")),
-                "fd-forward": DummyGradientRegularizer(heads, DGRConfig(lam=0.1, estimator="finite-diff", fd_scheme="forward"))}
+        per_task = model.per_task
+        regs = {"exact": DummyGradientRegularizer(heads, DGRConfig(lam=0.1), per_task_z=per_task),
+                "finite-diff": DummyGradientRegularizer(heads, DGRConfig(lam=0.1, estimator="finite-diff"), per_task_z=per_task),
+                "fd-forward": DummyGradientRegularizer(heads, DGRConfig(lam=0.1, estimator="finite-diff", fd_scheme="forward"),
+                                                       per_task_z=per_task)}
         with torch.no_grad(), autocast(device):
             z_detached = model.encode(batch.x).detach()
         torch.manual_seed(1)
@@ -156,7 +164,7 @@ def main() -> None:
                 times[name].append(time.perf_counter() - started)
     med = {name: statistics.median(ts) for name, ts in times.items()}
     base = med["vanilla"]
-    print(f"{args.backbone} dilated (OS 8) + DeepLabv3 heads (width {args.width}, rates {model.heads['seg'][0].branches[1][0].dilation[0]}, ...), "
+    print(f"{args.arch.upper()}: {args.backbone} dilated (OS 8) + DeepLabv3 heads (width {args.width}, rates {model.heads['seg'][0].branches[1][0].dilation[0]}, ...), "
           f"3 tasks, batch {args.batch}, {h}x{w} on {device} ({torch.get_num_threads()} threads), median of {args.reps} steps")
     for name, t in med.items():
         print(f"  {name:24s} {t * 1000:9.1f} ms   {t / base:6.3f}x vanilla")

@@ -53,3 +53,26 @@ def make_cityscapes_folder(folder: Path, variant: str = "dgr", **kwargs) -> Path
     from repeval.datasets.cityscapes import write_synthetic
 
     return write_synthetic(folder, variant, **kwargs)
+
+
+IMAGEFOLDER_CLASSES = ("cat", "dog", "zebra")
+
+
+def imagefolder_colour(label: int) -> tuple[int, int, int]:
+    return (40 + 80 * label, 100, 220 - 90 * label)
+
+
+def make_imagefolder(folder: Path, n_train: int = 4, n_val: int = 2) -> Path:
+    """torchvision's ImageFolder layout: {train,val}/<class>/<image>, PNG and JPEG of assorted
+    sizes, each image one solid colour per class (PNG exact), plus files that are not images."""
+    for split, n in (("train", n_train), ("val", n_val)):
+        for label, name in enumerate(IMAGEFOLDER_CLASSES):
+            d = folder / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                size = (40 + 8 * i, 30 + 4 * label)  # (width, height): not square, not the target size
+                image = Image.new("RGB", size, imagefolder_colour(label))
+                image.save(d / (f"{i}.png" if i % 2 == 0 else f"{i}.JPEG"), quality=100)
+        (folder / split / "README.txt").write_text("not a class folder")
+        (folder / split / IMAGEFOLDER_CLASSES[0] / "notes.txt").write_text("not an image")
+    return folder

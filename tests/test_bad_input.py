@@ -134,6 +134,18 @@ CASES = [
     (["report", "{badrun}", "--baseline", "stl"], "The 'baseline' parameter of repeval report must be one of 'autolambda-nyuv2'"),
     (["reproduce", "nyuv2"], "reproduce nyuv2 needs --data-dir"),
     (["report", "{badrun}", "--select", "best"], "The 'select' parameter of repeval report must be one of 'final', 'best-on-test'. Got 'best'"),
+    (["train", "imagefolder", "--data-dir", "{utk}"], "train' does not exist; expected DATA_DIR/{{train,val}}/<class>/<image>"),
+    (["train", "imagefolder", "--data-dir", "{utk}", "--split-seed", "2"], "imagefolder's train/val split is its folders; --split-seed must be 0"),
+    (["train", "scenes", "--arch", "cross-stitch"], "unknown architecture 'cross-stitch'; choose from: mtan, split"),
+    (["train", "scenes", "--arch", "mtan", "--arch-option", "shared=all"],
+     "The 'shared' option of arch 'mtan' must be one of blocks, backbone. Got 'all' instead."),
+    (["train", "scenes", "--arch-option", "shared=blocks"], "arch 'split' has no option 'shared'; its options: none"),
+    (["train", "scenes", "--tasks", "seg,edges"], "dataset 'scenes' has no task 'edges'; its tasks: seg, depth, normal"),
+    (["train", "scenes", "--tasks", "seg,seg"], "--tasks names a task twice: seg, seg"),
+    (["train", "scenes", "--arch", "mtan", "--backbone", "test_vit"], "arch 'mtan' needs the stages of a ResNet-family or Swin backbone"),
+    (["reproduce", "sensitivity", "--dataset", "pascal"], "The 'dataset' parameter of reproduce sensitivity must be one of 'nyuv2', 'cityscapes', 'scenes'"),
+    (["reproduce", "sensitivity", "--dataset", "nyuv2"], "reproduce sensitivity --dataset nyuv2 needs --data-dir"),
+    (["reproduce", "sensitivity", "--dataset", "scenes", "--table", "c"], "The 'table' parameter of reproduce sensitivity must be one of 'a', 'b', 'all'"),
 ]
 
 

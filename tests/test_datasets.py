@@ -46,7 +46,7 @@ def test_every_registered_dataset_builds_consistent_splits(name, small_dataset_a
 
 
 def test_unknown_dataset_names_the_choices():
-    with pytest.raises(InvalidChoiceError, match="unknown dataset 'mnist'; choose from: cityscapes, multidigits, nyuv2, scenes, utkface"):
+    with pytest.raises(InvalidChoiceError, match="unknown dataset 'mnist'; choose from: cityscapes, imagefolder, multidigits, nyuv2, scenes, utkface"):
         datasets.build("mnist")
 
 
@@ -183,4 +183,32 @@ def test_dataset_registry_metadata_matches_the_builders():
 
     for name in DATASETS.names():
         assert DATASETS.meta(name)["needs_data_dir"] == ("data_dir" in dataset_options(name)), name
-    assert NEEDS_DATA_DIR == {"utkface", "nyuv2", "cityscapes"}
+    assert NEEDS_DATA_DIR == {"utkface", "nyuv2", "cityscapes", "imagefolder"}
+
+
+def test_imagefolder_reads_torchvisions_layout(tmp_path):
+    """Classes are train/'s sub-folders in sorted order; images are resized (shorter side) and
+    centre-cropped to `size`; files that are not images and loose files are ignored."""
+    from tests.fixtures import IMAGEFOLDER_CLASSES, imagefolder_colour, make_imagefolder
+
+    root = make_imagefolder(tmp_path / "inet")
+    bundle = datasets.build("imagefolder", data_dir=str(root), size=16, augment=False)
+    (task,) = bundle.tasks
+    assert (task.name, task.num_classes, task.label_names) == ("class", 3, IMAGEFOLDER_CLASSES)
+    assert (len(bundle.train), len(bundle.test)) == (12, 6)
+    images, labels = bundle.train.__getitems__(list(range(12)))
+    assert images.shape == (12, 3, 16, 16) and labels.shape == (12, 1)
+    for image, label in zip(images, labels[:, 0].tolist()):
+        colour = torch.tensor(imagefolder_colour(label), dtype=torch.uint8).view(3, 1, 1)
+        error = (image.int() - colour.int()).abs().max()
+        assert error <= 3  # PNG exact; JPEG within its rounding
+    assert sorted(labels[:, 0].tolist()) == [0] * 4 + [1] * 4 + [2] * 4
+    (root / "val" / "lion").mkdir()
+    (root / "val" / "lion" / "0.png").write_bytes((root / "val" / "cat" / "0.png").read_bytes())
+    with pytest.raises(DataNotFoundError, match="has class folder 'lion', which train/ lacks"):
+        datasets.build("imagefolder", data_dir=str(root))
+    with pytest.raises(DataNotFoundError, match=r"does not exist; expected DATA_DIR/\{train,val\}/<class>/<image>"):
+        datasets.build("imagefolder", data_dir=str(tmp_path / "nothing"))
+    with pytest.raises(InvalidChoiceError, match="--split-seed must be 0"):
+        datasets.build("imagefolder", data_dir=str(root), split_seed=1)
+

@@ -83,6 +83,10 @@ DATASET_DEFAULTS: dict[str, dict] = {
                   weight_decay=1e-4, batch_size=4),
     "cityscapes": dict(backbone="resnet50", epochs=300, lr=0.1, pretrained_lr=0.1, optimizer="sgd", schedule="cosine",
                        weight_decay=1e-4, batch_size=4),
+    # ImageNet-style classification: the usual ResNet-50 recipe (SGD 0.1, weight decay 1e-4,
+    # batch 256, 90 epochs), with a cosine schedule.
+    "imagefolder": dict(backbone="resnet50", epochs=90, lr=0.1, pretrained_lr=0.01, optimizer="sgd", schedule="cosine",
+                        weight_decay=1e-4, batch_size=256),
     # Scenes fits a few CPU minutes: a small backbone, narrow ASPP heads, Adam.
     "scenes": dict(backbone="test_resnet", epochs=8, lr=2e-3, pretrained_lr=2e-3, lr_step=None, batch_size=32,
                    aspp_width=32),

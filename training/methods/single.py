@@ -19,6 +19,8 @@ class SingleTask(LossWeighting):
 
     def attach(self, model: nn.Module) -> None:
         names = [t.name for t in model.tasks]
+        if self.task is None and len(names) == 1:  # a one-task dataset: that task
+            self.task = names[0]
         if self.task not in names:
             raise InvalidChoiceError(
                 f"The 'task' option of method 'single' must be one of {', '.join(names)}. Got {self.task!r} instead "
