@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.fixtures import make_cityscapes_folder, make_imagefolder, make_nyuv2_folder, make_utkface_folder
+from tests.fixtures import make_cityscapes_folder, make_imagefolder, make_nyuv2_folder, make_pascal_folder, make_utkface_folder
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +35,8 @@ def small_dataset_args(tmp_path):
             return dict(data_dir=str(make_nyuv2_folder(tmp_path / "nyuv2")))
         if name == "cityscapes":
             return dict(data_dir=str(make_cityscapes_folder(tmp_path / "cityscapes")))
+        if name == "pascal":
+            return dict(data_dir=str(make_pascal_folder(tmp_path / "pascal")), size=32)
         if name == "imagefolder":
             return dict(data_dir=str(make_imagefolder(tmp_path / "imagefolder")), size=16)
         raise KeyError(f"tests/conftest.py has no small settings for dataset {name!r}; add them")

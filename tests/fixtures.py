@@ -76,3 +76,38 @@ def make_imagefolder(folder: Path, n_train: int = 4, n_val: int = 2) -> Path:
         (folder / split / "README.txt").write_text("not a class folder")
         (folder / split / IMAGEFOLDER_CLASSES[0] / "notes.txt").write_text("not an image")
     return folder
+
+
+def make_pascal_folder(folder: Path, n_train: int = 3, n_val: int = 2, size: int = 32, seed: int = 0) -> Path:
+    """PASCAL_MT's layout (see repeval.datasets.pascal) with `size` x `size` samples: even-numbered
+    images have a person whose Pascal-Part annotation marks a head (rows 2-5) and a right upper
+    leg (rows 20-23) at columns 4-11; odd ones have no person. Context labels are vertical bands."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(seed)
+    ids = {"train": [f"2008_{i:06d}" for i in range(n_train)], "val": [f"2009_{i:06d}" for i in range(n_val)]}
+    for d in ("JPEGImages", "ImageSets/Context", "semseg/VOC12", "human_parts", "sal_distill", "normals_distill",
+              "pascal-context/trainval"):
+        (folder / d).mkdir(parents=True, exist_ok=True)
+    for split, names in ids.items():
+        (folder / "ImageSets" / "Context" / f"{split}.txt").write_text("\n".join(names) + "\n")
+        for k, name in enumerate(names):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / "JPEGImages" / f"{name}.jpg")
+            seg = rng.choice(np.array([0, 1, 15, 255], dtype=np.uint8), (size, size))
+            Image.fromarray(seg).save(folder / "semseg" / "VOC12" / f"{name}.png")
+            Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8)).save(folder / "sal_distill" / f"{name}.png")
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / "normals_distill" / f"{name}.png")
+            label_map = np.repeat((np.arange(size) // 8).astype(np.uint16)[None], size, axis=0)  # bands 0 (unlabelled), 1, 2, 3
+            savemat(folder / "pascal-context" / "trainval" / f"{name}.mat", {"LabelMap": label_map})
+            head, leg = np.zeros((size, size), np.uint8), np.zeros((size, size), np.uint8)
+            head[2:6, 4:12], leg[20:24, 4:12] = 1, 1
+            parts = np.array([("head", head), ("ruleg", leg)], dtype=[("part_name", "O"), ("mask", "O")])
+            objects = np.array([("person" if k % 2 == 0 else "dog", PERSON_CLASS if k % 2 == 0 else 12, head | leg,
+                                 parts if k % 2 == 0 else np.zeros((0,), dtype=parts.dtype))],
+                               dtype=[("class", "O"), ("class_ind", "O"), ("mask", "O"), ("parts", "O")])
+            anno = np.array([(name, objects)], dtype=[("imname", "O"), ("objects", "O")])
+            savemat(folder / "human_parts" / f"{name}.mat", {"anno": anno})
+    return folder
+
+
+PERSON_CLASS = 15

@@ -16,7 +16,7 @@ def run(capsys, *args):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["train", "mnist"], "error: unknown dataset 'mnist'; choose from: cityscapes, imagefolder, multidigits, nyuv2, scenes, utkface"),
+        (["train", "mnist"], "error: unknown dataset 'mnist'; choose from: cityscapes, imagefolder, multidigits, nyuv2, pascal, scenes, utkface"),
         (["train", "--backbone", "resnet5"], "error: unknown backbone 'resnet5'; choose any timm model name"),
         (["train", "--dgr", "--dgr-penalty", "cube"], "error: The 'penalty' parameter of DGRConfig must be one of 'norm', 'squared'. Got 'cube' instead."),
         (["train", "--method", "nope"], f"error: unknown method 'nope'; choose from: {', '.join(METHODS.names())}"),

@@ -46,7 +46,7 @@ def test_every_registered_dataset_builds_consistent_splits(name, small_dataset_a
 
 
 def test_unknown_dataset_names_the_choices():
-    with pytest.raises(InvalidChoiceError, match="unknown dataset 'mnist'; choose from: cityscapes, imagefolder, multidigits, nyuv2, scenes, utkface"):
+    with pytest.raises(InvalidChoiceError, match="unknown dataset 'mnist'; choose from: cityscapes, imagefolder, multidigits, nyuv2, pascal, scenes, utkface"):
         datasets.build("mnist")
 
 
@@ -183,7 +183,7 @@ def test_dataset_registry_metadata_matches_the_builders():
 
     for name in DATASETS.names():
         assert DATASETS.meta(name)["needs_data_dir"] == ("data_dir" in dataset_options(name)), name
-    assert NEEDS_DATA_DIR == {"utkface", "nyuv2", "cityscapes", "imagefolder"}
+    assert NEEDS_DATA_DIR == {"utkface", "nyuv2", "cityscapes", "imagefolder", "pascal"}
 
 
 def test_imagefolder_reads_torchvisions_layout(tmp_path):

@@ -126,3 +126,60 @@ def test_a_corrupt_scenes_cache_is_rendered_again(caplog):
     assert "not valid" in caplog.text or "cannot be read" in caplog.text
     for key in first:
         np.testing.assert_array_equal(first[key], again[key])
+
+
+def test_pascal_reads_the_pascal_mt_layout(tmp_path):
+    """Each of the five targets against the files it comes from: 255 -> ignore; Pascal-Part's
+    head and right upper leg -> part classes 1 and 5, no person -> all ignore; saliency above
+    half; normals 2v/255 - 1 kept on labelled context pixels only; edges = thinned Laplacian of
+    the context labels."""
+    from PIL import Image
+    from scipy.io import loadmat
+    from scipy.ndimage import laplace
+    from skimage.morphology import thin
+
+    from tests.fixtures import make_pascal_folder
+
+    root = make_pascal_folder(tmp_path / "pascal", size=32)
+    bundle = datasets.build("pascal", data_dir=str(root), size=32, augment=False)
+    assert [t.kind for t in bundle.tasks] == ["segmentation", "segmentation", "saliency", "normals", "edges"]
+    assert (len(bundle.train), len(bundle.test)) == (3, 2)
+    for i, name in enumerate(["2008_000000", "2008_000001"]):
+        _, (seg, parts, sal, normal, edges) = bundle.train[i]
+        raw = np.asarray(Image.open(root / "semseg" / "VOC12" / f"{name}.png")).astype(np.int64)
+        assert np.array_equal(seg.numpy(), np.where(raw == 255, -1, raw))
+        if i == 0:
+            expected = np.zeros((32, 32), np.int64)
+            expected[2:6, 4:12], expected[20:24, 4:12] = 1, 5
+        else:
+            expected = np.full((32, 32), -1)
+        assert np.array_equal(parts.numpy(), expected)
+        grey = np.asarray(Image.open(root / "sal_distill" / f"{name}.png")).astype(np.float32)
+        assert np.array_equal(sal[0].numpy(), (grey / 255 > 0.5).astype(np.float32))
+        label_map = loadmat(str(root / "pascal-context" / "trainval" / f"{name}.mat"))["LabelMap"]
+        rgb = np.asarray(Image.open(root / "normals_distill" / f"{name}.png")).astype(np.float32)
+        np.testing.assert_allclose(normal.numpy(), ((2 * rgb / 255 - 1) * (label_map > 0)[..., None]).transpose(2, 0, 1))
+        assert np.array_equal(edges[0].numpy(), thin(laplace(label_map.astype(float)) != 0).astype(np.float32))
+    with pytest.raises(DataNotFoundError, match="ImageSets/Context/train.txt' does not exist; expected PASCAL_MT's layout"):
+        datasets.build("pascal", data_dir=str(tmp_path))
+    with pytest.raises(InvalidChoiceError, match="pascal has a fixed train/val split"):
+        datasets.build("pascal", data_dir=str(root), split_seed=3)
+
+
+def test_pascal_trains_all_five_tasks_with_dgr(tmp_path):
+    """Two steps of EW + DGR on the five PASCAL-Context tasks through the whole pipeline: every
+    task gets its kind's metrics and a positive penalty."""
+    from repeval.training import run as run_files
+    from repeval.training.config import DGRConfig, TrainConfig
+    from repeval.training.loop import train
+    from tests.fixtures import make_pascal_folder
+
+    root = make_pascal_folder(tmp_path / "pascal", n_train=4, size=32)
+    config = TrainConfig(dataset="pascal", data_dir=str(root), dataset_args={"size": 32}, backbone="test_resnet",
+                         dgr=DGRConfig(dummies=1), epochs=1, batch_size=2, lr=1e-3, optimizer="adam", aspp_width=4,
+                         out_dir=str(tmp_path / "runs"), progress=False)
+    (line,) = run_files.read_metrics(train(config))
+    assert {t: sorted(m) for t, m in line["test"].items()} == {
+        "seg": ["miou", "pixel_acc"], "parts": ["miou", "pixel_acc"], "saliency": ["max_iou", "maxf"],
+        "normal": ["mean_angle", "median_angle", "within_11.25", "within_22.5", "within_30"], "edges": ["f_exact", "loss"]}
+    assert all(v > 0 for v in line["dgr_penalty"].values()) and len(line["dgr_penalty"]) == 5

@@ -12,7 +12,7 @@ MODULES = [
     "repeval.probes.embeddings", "repeval.probes.suite", "repeval.probes.universality", "repeval.metrics",
     "repeval.training.config", "repeval.training.dgr", "repeval.validation", "repeval.probes.config",
     "repeval.models", "repeval.stats", "repeval.heads", "repeval.kinds", "repeval.tasks", "repeval.datasets.scenes",
-    "repeval.training.run", "repeval.training.columns",
+    "repeval.training.run", "repeval.training.columns", "repeval.archs",
 ]  # modules whose examples need trained runs mark them +SKIP and are not listed
 
 

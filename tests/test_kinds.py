@@ -13,7 +13,7 @@ from repeval.heads import HeadConfig
 from repeval.kinds import KINDS, kind_of, metric_info
 from repeval.tasks import TaskSpec
 
-OUTPUTS = {"classification": 4, "segmentation": 3, "depth": 1, "disparity": 1, "normals": 3}
+OUTPUTS = {"classification": 4, "segmentation": 3, "depth": 1, "disparity": 1, "normals": 3, "saliency": 1, "edges": 1}
 
 
 def spec(kind: str, **options) -> TaskSpec:
@@ -27,6 +27,10 @@ def random_target(kind, b=2, h=8, w=8, generator=None):
         return torch.randint(0, 4, (b,), generator=g)
     if k.target_is_index:
         return torch.randint(-1, k.outputs, (b, h, w), generator=g)
+    if kind in ("saliency", "edges"):
+        t = (torch.rand(b, 1, h, w, generator=g) > 0.7).float()
+        t[:, :, :2] = -1
+        return t
     if kind == "normals":
         t = torch.nn.functional.normalize(torch.randn(b, 3, h, w, generator=g), dim=1)
         t[:, :, :2] = 0  # invalid rows
@@ -194,3 +198,34 @@ def test_the_ignore_rule_matches_what_the_metric_counts(name):
     m1.update(pred, target)
     m2.update(other if name != "normals" else torch.nn.functional.normalize(other, dim=1), target)
     assert m1.compute() == pytest.approx(m2.compute())
+
+
+@pytest.mark.parametrize("name", ["saliency", "edges"])
+def test_binary_metrics_equal_brute_force_over_thresholds(name):
+    """maxF (beta^2 = 0.3) / max IoU for saliency and pixel-exact max F1 for edges, against
+    counting every threshold by hand; the edge loss against the balanced BCE written out."""
+    kind = kind_of(spec(name))
+    g = torch.Generator().manual_seed(4)
+    target = random_target(name, b=3, h=16, w=16, generator=g)
+    logits = torch.randn(3, 1, 16, 16, generator=g) * 2
+    metric = kind.metric()
+    metric.update(logits, target)
+    values = metric.compute()
+    valid = target >= 0
+    p, y = torch.sigmoid(logits)[valid].double(), target[valid] > 0.5
+    best_f, best_iou = 0.0, 0.0
+    beta2 = 0.3 if name == "saliency" else 1.0
+    for k in range(1, 100):
+        hit = (p * 100).floor() >= k  # p >= k / 100, as the 100-bin histogram reads it
+        tp, fp, fn = float((hit & y).sum()), float((hit & ~y).sum()), float((~hit & y).sum())
+        prec, rec = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
+        if prec + rec > 0:
+            best_f = max(best_f, (1 + beta2) * prec * rec / (beta2 * prec + rec))
+        best_iou = max(best_iou, tp / max(tp + fp + fn, 1))
+    if name == "saliency":
+        assert values == pytest.approx({"maxf": best_f, "max_iou": best_iou}, rel=1e-9)
+    else:
+        w = 0.95
+        bce = -(w * y * torch.log(p) + (1 - w) * ~y * torch.log(1 - p)).sum() / valid.sum()
+        assert values == pytest.approx({"f_exact": best_f, "loss": float(bce)}, rel=1e-6)
+

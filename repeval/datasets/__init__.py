@@ -25,6 +25,7 @@ DATASETS.register_lazy("scenes", "repeval.datasets.scenes:build_scenes", needs_d
 DATASETS.register_lazy("nyuv2", "repeval.datasets.nyuv2:build_nyuv2", needs_data_dir=True)
 DATASETS.register_lazy("cityscapes", "repeval.datasets.cityscapes:build_cityscapes", needs_data_dir=True)
 DATASETS.register_lazy("imagefolder", "repeval.datasets.imagefolder:build_imagefolder", needs_data_dir=True)
+DATASETS.register_lazy("pascal", "repeval.datasets.pascal:build_pascal", needs_data_dir=True)
 
 # Datasets that read a folder take `data_dir`; the embedded ones take none.
 NEEDS_DATA_DIR = {name for name in DATASETS.names() if DATASETS.meta(name)["needs_data_dir"]}

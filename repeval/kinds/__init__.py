@@ -21,6 +21,8 @@ KINDS.register_lazy("segmentation", "repeval.kinds.segmentation:Segmentation")
 KINDS.register_lazy("depth", "repeval.kinds.regression:Depth")
 KINDS.register_lazy("disparity", "repeval.kinds.regression:Disparity")
 KINDS.register_lazy("normals", "repeval.kinds.normals:Normals")
+KINDS.register_lazy("saliency", "repeval.kinds.binary:Saliency")
+KINDS.register_lazy("edges", "repeval.kinds.binary:Edges")
 
 
 def kind_of(spec: TaskSpec) -> TaskKind:

@@ -1,0 +1,188 @@
+"""PASCAL-Context for multi-task learning (the "PASCAL_MT" archive of Maninis et al.'s ASTMT, read
+the same way by Vandenhende et al.'s MTL code; the DGR paper's Table 4(c)). Under DATA_DIR:
+
+    JPEGImages/ID.jpg                       the images
+    ImageSets/Context/{train,val}.txt       one ID per line (4,998 train, 5,105 val)
+    semseg/VOC12/ID.png                     21 classes (0 background, 1-20 VOC), 255 = ignore;
+                                            else semseg/pascal-context/ID.png
+    human_parts/ID.mat                      Pascal-Part `anno`: objects with a class index (person
+                                            = 15) and named part masks; parts grouped into 6
+                                            classes (head, torso, upper/lower arms, upper/lower
+                                            legs) + background; images without a person: all ignore
+    sal_distill/ID.png                      grey, salient where > 0.5 * 255
+    normals_distill/ID.png                  RGB, n = 2 v / 255 - 1
+    pascal-context/trainval/ID.mat          `LabelMap`, the 459-class context labels: the edges
+                                            (pixels where its Laplacian is non-zero, thinned with
+                                            scikit-image's `thin`, as the reference) and the
+                                            normals' mask
+
+The reference keeps normals only on pixels of the context classes that NYU's normals cover (a
+class list it ships as json); repeval does not ship that list: `normal_classes` takes it
+("1,5,17"), and by default every labelled pixel (LabelMap > 0) keeps its normal. Every map is
+resized to `size` x `size` (image bilinear, targets nearest: the reference's FixedResize to
+512 x 512); training samples are flipped at random (normals' x negated). The reference's random
+scale-and-rotate is not applied. ImageNet mean and std."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from repeval.datasets.base import IMAGENET_MEAN, IMAGENET_STD, DatasetBundle, InputSpec
+from repeval.datasets.dense import Augmentation, DenseDataset
+from repeval.errors import DataNotFoundError, InvalidChoiceError, check_number
+from repeval.tasks import TaskSpec
+
+VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+PARTS = ("background", "head", "torso", "upper_arm", "lower_arm", "upper_leg", "lower_leg")
+PERSON = 15
+# Pascal-Part's person part names -> the 6 part classes (the reference's grouping).
+PART_CLASS = {
+    **dict.fromkeys(("hair", "head", "lear", "lebrow", "leye", "mouth", "nose", "rear", "rebrow", "reye"), 1),
+    "neck": 2, "torso": 2, "luarm": 3, "ruarm": 3,
+    **dict.fromkeys(("llarm", "rlarm", "lhand", "rhand"), 4), "luleg": 5, "ruleg": 5,
+    **dict.fromkeys(("llleg", "rlleg", "lfoot", "rfoot"), 6),
+}
+TASKS = (
+    TaskSpec("seg", len(VOC_CLASSES), VOC_CLASSES, kind="segmentation"),
+    TaskSpec("parts", len(PARTS), PARTS, kind="segmentation"),
+    TaskSpec("saliency", 1, kind="saliency"),
+    TaskSpec("normal", 3, kind="normals", options=(("loss", "l1"),)),
+    TaskSpec("edges", 1, kind="edges"),
+)
+LAYOUT = ("PASCAL_MT's layout: JPEGImages/ID.jpg, ImageSets/Context/{train,val}.txt, semseg/VOC12/ID.png, "
+          "human_parts/ID.mat, sal_distill/ID.png, normals_distill/ID.png, pascal-context/trainval/ID.mat")
+
+
+def part_labels(mat_path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """The 7-class part map of a Pascal-Part annotation; all -1 (ignore) without a person."""
+    from scipy.io import loadmat
+
+    out = np.full(shape, -1, dtype=np.int64)
+    if not mat_path.is_file():
+        return out
+    anno = loadmat(str(mat_path), squeeze_me=True, struct_as_record=False)["anno"]
+    objects = np.atleast_1d(anno.objects)
+    people = [o for o in objects if int(o.class_ind) == PERSON]
+    if not people:
+        return out
+    out[:] = 0
+    for person in people:
+        for part in np.atleast_1d(person.parts) if np.size(person.parts) else []:
+            out[np.asarray(part.mask) > 0] = PART_CLASS.get(str(part.part_name), 0)
+    return out
+
+
+def context_edges(label_map: np.ndarray) -> np.ndarray:
+    """Thin boundaries of the context labels: where their Laplacian is non-zero, thinned."""
+    from scipy.ndimage import laplace
+
+    try:
+        from skimage.morphology import thin
+    except ImportError:
+        raise InvalidChoiceError("pascal's edges are thinned with scikit-image: pip install 'repeval[pascal]'") from None
+    return thin(laplace(label_map.astype(np.float64)) != 0).astype(np.float32)
+
+
+class PascalSource:
+    """One split, read per sample: image and the five targets at `size` x `size`."""
+
+    def __init__(self, root: Path, split: str, size: int, normal_classes: tuple[int, ...] | None):
+        self.root, self.size, self.normal_classes = root, size, normal_classes
+        listing = root / "ImageSets" / "Context" / f"{split}.txt"
+        if not listing.is_file():
+            raise DataNotFoundError(f"{str(listing)!r} does not exist; expected {LAYOUT}")
+        self.ids = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+        if not self.ids:
+            raise DataNotFoundError(f"{str(listing)!r} lists no image")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _file(self, *parts: str) -> Path:
+        path = self.root.joinpath(*parts)
+        if not path.is_file():
+            raise DataNotFoundError(f"{str(path)!r} does not exist; expected {LAYOUT}")
+        return path
+
+    def _resized(self, array: np.ndarray, nearest: bool = True) -> np.ndarray:
+        image = Image.fromarray(array)
+        return np.array(image.resize((self.size, self.size), Image.NEAREST if nearest else Image.BILINEAR))
+
+    def load(self, i: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        name = self.ids[i]
+        with Image.open(self._file("JPEGImages", f"{name}.jpg")) as im:
+            image = np.asarray(im.convert("RGB"))
+        shape = image.shape[:2]
+        semseg_path = self.root / "semseg" / "VOC12" / f"{name}.png"
+        if not semseg_path.is_file():
+            semseg_path = self._file("semseg", "pascal-context", f"{name}.png")
+        with Image.open(semseg_path) as im:
+            seg = np.asarray(im).astype(np.int64)
+        seg[seg == 255] = -1
+        parts = part_labels(self.root / "human_parts" / f"{name}.mat", shape)
+        with Image.open(self._file("sal_distill", f"{name}.png")) as im:
+            sal = (np.asarray(im.convert("L")).astype(np.float32) / 255.0 > 0.5).astype(np.float32)
+        with Image.open(self._file("normals_distill", f"{name}.png")) as im:
+            normal = 2.0 * np.asarray(im.convert("RGB")).astype(np.float32) / 255.0 - 1.0
+        from scipy.io import loadmat
+
+        label_map = np.asarray(loadmat(str(self._file("pascal-context", "trainval", f"{name}.mat")))["LabelMap"])
+        keep = label_map > 0 if self.normal_classes is None else np.isin(label_map, self.normal_classes)
+        normal = normal * keep[..., None]
+        edges = context_edges(label_map)
+        targets = [
+            self._resized(seg.astype(np.int32)).astype(np.int64),
+            self._resized(parts.astype(np.int32)).astype(np.int64),
+            self._resized(sal)[None],
+            np.stack([self._resized(normal[..., c]) for c in range(3)]),
+            self._resized(edges)[None],
+        ]
+        return self._resized(image, nearest=False).transpose(2, 0, 1).copy(), targets
+
+
+def parse_classes(text: str) -> tuple[int, ...] | None:
+    if text == "all":
+        return None
+    try:
+        classes = tuple(int(c) for c in str(text).split(","))
+    except ValueError:
+        classes = ()
+    if not classes:
+        raise InvalidChoiceError(f"The 'normal_classes' parameter of Pascal must be 'all' or comma-separated ints. Got {text!r} instead.")
+    return classes
+
+
+def check_args(data_dir, split_seed: int, size: int, augment: bool, normal_classes: str) -> None:
+    if data_dir is None:
+        raise DataNotFoundError(f"pascal needs --data-dir: the folder of {LAYOUT}")
+    if split_seed != 0:
+        raise InvalidChoiceError(f"pascal has a fixed train/val split; --split-seed must be 0. Got {split_seed!r} instead.")
+    check_number("Pascal", "size", size, kind=int, low=16)
+    if not isinstance(augment, bool):
+        raise InvalidChoiceError(f"The 'augment' parameter of Pascal must be a bool. Got {augment!r} instead.")
+    parse_classes(normal_classes)
+
+
+def build_pascal(data_dir: str | None = None, split_seed: int = 0, size: int = 512, augment: bool = True,
+                 normal_classes: str = "all") -> DatasetBundle:
+    """PASCAL-Context's five tasks (seg 21 classes, human parts 7, saliency, normals, edges)."""
+    check_args(data_dir, split_seed, size, augment, normal_classes)
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise DataNotFoundError(f"pascal folder {str(root)!r} does not exist; expected {LAYOUT}")
+    classes = parse_classes(normal_classes)
+    train, test = (PascalSource(root, split, size, classes) for split in ("train", "val"))
+    train.load(0)  # a broken layout is refused now, not in the first epoch
+    return DatasetBundle(
+        name="pascal",
+        args=dict(data_dir=str(root), split_seed=split_seed, size=size, augment=augment, normal_classes=normal_classes),
+        train=DenseDataset(train, TASKS, Augmentation((1.0,)).for_size(size, size) if augment else None),
+        test=DenseDataset(test, TASKS, None),
+        tasks=TASKS,
+        input=InputSpec(3, size, size, IMAGENET_MEAN, IMAGENET_STD),
+        report={"train": len(train), "test": len(test)},
+    )
