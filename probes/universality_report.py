@@ -30,8 +30,9 @@ CSV_FIELDS = ["checkpoint", "checkpoint_hash", "dataset", "task", "head", "n_ran
 
 
 def _checkpoint_heads(ckpt: dict | None, task: str) -> tuple[list, list | None]:
-    """The checkpoint's stored dummy heads (one parameter list each) and its trained head."""
-    if ckpt is None:
+    """The checkpoint's stored dummy heads (one parameter list each) and its trained head: none
+    for MTAN, whose heads read each task's attended feature, not the probe features."""
+    if ckpt is None or ckpt["model"].get("arch", "split") != "split":
         return [], None
     dummies = ckpt["dummy_heads"].get(task)
     keys = list(V1_DUMMY_KEYS.values())  # a two-layer head's stacked W1, b1, W2, b2
@@ -49,7 +50,8 @@ def measure_universality(sets: list[EmbeddingSet], config: UniversalityConfig) -
         for k, task in enumerate(emb.tasks):
             stored, trained = _checkpoint_heads(ckpt, task.name)
             if config.head == "trained" and trained is None:
-                raise ValueError(f"--head trained needs a repeval checkpoint; {emb.source.name!r} has no trained head")
+                raise ValueError(f"--head trained needs a SPLIT repeval checkpoint (whose head reads the probe features); "
+                                 f"{emb.source.name!r} has no such head")
             m = config.measure().fit(
                 emb.train.features, emb.train.labels[:, k], emb.test.features, emb.test.labels[:, k],
                 n_classes=task.num_classes, stored_heads=stored, trained_head=trained)

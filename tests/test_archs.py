@@ -216,3 +216,53 @@ def test_single_task_dgr_on_an_imagefolder(tmp_path):
     with torch.no_grad():
         predicted = model(InputNormalizer(bundle.input)(images))[0].argmax(1)
     assert float((predicted == labels[:, 0]).float().mean()) == pytest.approx(lines[-1]["test"]["class"]["accuracy"])
+
+
+def test_mtan_classification_checkpoint_round_trips_and_probes_read_the_backbone(tmp_path):
+    """MTAN on a pooled (classification) encoder: the rebuilt checkpoint predicts the accuracy the
+    run recorded, and `repeval probe` embeds the backbone's pooled last stage."""
+    import json
+
+    from repeval import datasets
+    from repeval.app.cli import main
+    from repeval.checkpoint import load_checkpoint, model_from_checkpoint
+    from repeval.datasets import InputNormalizer
+    from repeval.training import run as run_files
+    from repeval.training.config import TrainConfig
+    from repeval.training.loop import train
+
+    config = TrainConfig(dataset="multidigits", dataset_args={"n_train": 96, "n_test": 48}, arch="mtan",
+                         arch_args={"shared": "backbone"}, dgr=DGRConfig(dummies=1), epochs=1, batch_size=16,
+                         out_dir=str(tmp_path / "runs"), progress=False)
+    run_dir = train(config)
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    assert (ckpt["model"]["arch"], ckpt["model"]["arch_args"]) == ("mtan", {"shared": "backbone"})
+    model = model_from_checkpoint(ckpt).eval()
+    bundle = datasets.build("multidigits", **ckpt["dataset"]["args"])
+    images, labels = bundle.test.__getitems__(list(range(len(bundle.test))))
+    x = InputNormalizer(bundle.input)(images)
+    with torch.no_grad():
+        outputs = model(x)
+        probe = model.probe_encoder()(x)
+        u4 = model.encoder.backbone(x)[-1][1].mean(dim=(-2, -1))
+    recorded = run_files.read_metrics(run_dir)[-1]["test"]
+    for k, task in enumerate(model.tasks):
+        accuracy = float((outputs[k].argmax(1) == labels[:, k]).float().mean())
+        assert accuracy == pytest.approx(recorded[task.name]["accuracy"])
+    torch.testing.assert_close(probe, u4)
+    assert main(["probe", str(run_dir), "--classifiers", "knn", "--out", str(tmp_path / "probe"), "--no-progress"]) == 0
+    rows = json.loads((tmp_path / "probe" / "probe.json").read_text())["rows"]
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def pooled_u4(split):
+        imgs, ys = split.__getitems__(list(range(len(split))))
+        with torch.no_grad():
+            return model.encoder.backbone(InputNormalizer(bundle.input)(imgs))[-1][1].mean(dim=(-2, -1)).numpy(), ys.numpy()
+
+    (xtr, ytr), (xte, yte) = pooled_u4(bundle.train), pooled_u4(bundle.test)
+    for k, task in enumerate(model.tasks):  # the probe's kNN is fitted on u4, the backbone's pooled last stage
+        knn = make_pipeline(StandardScaler(), KNeighborsClassifier()).fit(xtr, ytr[:, k])
+        (row,) = [r for r in rows if r["task"] == task.name and r["classifier"] == "knn"]
+        assert row["accuracy"] == pytest.approx(float((knn.predict(xte) == yte[:, k]).mean()), abs=1e-9)
