@@ -40,7 +40,28 @@ def test_list_options_are_a_grid_axis_and_dgr_methods_limit_dgr():
     assert runs[3].config.method_args == {"base": "cagrad", "rho": 0.1} and runs[3].config.dgr is None
 
 
+def test_any_training_option_is_a_grid_axis_named_in_the_run_folders():
+    """arch x tasks x dgr_dummies: axes with one value are not named; runs without DGR do not
+    multiply over DGR's options, single-task runs not over --tasks; every point's config is the
+    [train] table with the axis values set."""
+    runs = expand(spec(methods=["single", "ew"], dgr=[False, True], lambdas=[0.1], arch=["split", "mtan"],
+                       tasks=["left", "left,sum"], dgr_dummies=[1, 3], lr=[1e-3]))
+    by_name = {r.name: r.config for r in runs}
+    assert len(runs) == 3 * 2 + 2 * 2 + 2 * 2 * 2  # single: task x arch; ew: arch x tasks (+ x dummies with DGR)
+    assert "single-task=sum-arch=mtan-seed0" in by_name and "ew-arch=split-tasks=left+sum-seed0" in by_name
+    config = by_name["ew+dgr-0.1-arch=mtan-tasks=left-dgr_dummies=3-seed0"]
+    assert (config.arch, config.tasks, config.dgr.dummies, config.lr, config.epochs) == ("mtan", ("left",), 3, 1e-3, 2)
+    assert by_name["single-task=sum-arch=mtan-seed0"].tasks is None
+    assert all(c.lr == 1e-3 for c in by_name.values())
+
+
 @pytest.mark.parametrize(("bad", "message"), [
+    ({"grid": {"methods": ["ew"], "dgr_dummies": [0]}}, "The 'dummies' parameter of DGRConfig must be an int >= 1. Got 0"),
+    ({"grid": {"methods": ["ew"], "lr": 0.1}}, r"\[grid\] lr must be a non-empty list of values"),
+    ({"grid": {"methods": ["ew"], "tasks": ["left,size"]}}, "dataset 'multidigits' has no task 'size'; its tasks: left, right, sum"),
+    ({"grid": {"methods": ["ew"], "arch": ["mtan", "unet"]}}, "unknown architecture 'unet'; choose from: mtan, split"),
+    ({"grid": {"methods": ["ew"], "epochs": [1]}}, "'epochs' is set in \\[train\\] and is a \\[grid\\] axis; keep one"),
+    ({"grid": {"methods": ["ew"], "out_dir": ["x"]}}, r"unknown \[grid\] key\(s\) \['out_dir'\]"),
     ({"grid": {"method": ["ew"]}}, r"unknown \[grid\] key\(s\) \['method'\]; allowed: methods, dgr, lambdas, seeds"),
     ({"extra": {}}, r"unknown sweep section\(s\) \['extra'\]"),
     ({"train": {**TRAIN, "seed": 3}}, r"\[train\] must not set 'seed'"),
