@@ -124,7 +124,8 @@ def row_key(config: TrainConfig, varying: tuple[str, ...] = ()) -> tuple[str, st
     for key in varying:
         if key in own and not (key == "tasks" and config.method == SINGLE):
             value = own[key]
-            name += f" {key}={'+'.join(value) if isinstance(value, (list, tuple)) else value}"
+            text = "+".join(value) if isinstance(value, (list, tuple)) else value
+            name += f" {key}={('all' if key == 'tasks' else 'default') if value is None else text}"
     return name, config.method, base, None if config.dgr is None else config.dgr.strength
 
 
