@@ -84,6 +84,7 @@ def train(
     seed: int = typer.Option(_T.seed, help="Training seed (initialisation, shuffling)."),
     device: str = typer.Option(_T.device, help=one_of(DEVICES)),
     num_workers: int = typer.Option(_T.num_workers, help="DataLoader worker processes."),
+    sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun: batch-norm statistics over all processes (SyncBatchNorm)."),
     out: Path = typer.Option(Path(_T.out_dir), help="Folder that receives the run folder."),
     resume: Optional[Path] = typer.Option(None, help="Continue this run folder from its last finished epoch."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Default: on a terminal only."),
@@ -123,14 +124,17 @@ def train(
         dgr=DGRConfig(lam=dgr_lambda, dummies=dgr_dummies, penalty=dgr_penalty, estimator=dgr_estimator,
                       eps=dgr_eps, dummy_seed=dgr_seed, order=dgr_order, fd_scheme=dgr_fd_scheme) if dgr else None,
         lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size, lr_step=lr_step,
-        lr_gamma=lr_gamma, seed=seed, device=device, num_workers=num_workers, out_dir=str(out),
+        lr_gamma=lr_gamma, seed=seed, device=device, num_workers=num_workers, sync_bn=sync_bn, out_dir=str(out),
         progress=progress_default() if progress is None else progress,
     )
     from repeval.training.loop import train as run_training
 
     with saying_where_training_stopped():
         run_dir = run_training(config)
-    typer.echo(str(run_dir))
+    from repeval.training.distributed import is_main_process
+
+    if is_main_process():  # under torchrun, rank 0 made the run folder
+        typer.echo(str(run_dir))
 
 
 @app.command()

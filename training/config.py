@@ -148,6 +148,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
+    sync_bn: bool = False
     log_every: int = 20
     out_dir: str = "runs"
     progress: bool = True

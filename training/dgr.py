@@ -31,6 +31,7 @@ import torch
 
 from repeval.models import DummyHeads
 from repeval.training.config import DEFAULT_LAMBDA, ESTIMATORS, FD_SCHEMES, ORDERS, PENALTIES, DGRConfig
+from repeval.training.distributed import average_, world_size
 
 __all__ = ["DGRConfig", "DEFAULT_LAMBDA", "ESTIMATORS", "FD_SCHEMES", "ORDERS", "PENALTIES", "DummyGradientRegularizer",
            "dummy_losses", "dummy_gradient_penalty", "with_gradient"]
@@ -117,9 +118,27 @@ class DummyGradientRegularizer:
         return losses, z_grad, penalties
 
     def _exact(self, zd, heads, y):
+        if world_size() > 1:
+            return self._exact_global(zd, heads, y)
         penalty = dummy_gradient_penalty(heads, zd, y, self.config.penalty)
         (grad,) = torch.autograd.grad(penalty, zd)
         return grad, penalty.detach()
+
+    def _exact_global(self, zd, heads, y):
+        """torchrun: P of the dummies' gradient over the global batch, g = mean over ranks of
+        each rank's g_r. This rank's share of dP/dz (times R, which the gradient averaging
+        divides out) is the VJP of its own g_r with dP/dg: g / ||g|| (norm) or 2 g (squared)."""
+        params = tuple(p.detach().requires_grad_(True) for p in heads.params())
+        local = torch.autograd.grad(dummy_losses(heads, zd, y, params).sum(), params, create_graph=True)
+        g = [t.detach().clone() for t in local]
+        average_(g)
+        sq = _per_dummy_sq_norms(g)
+        norms = (sq + _TINY).sqrt()
+        squared = self.config.penalty == "squared"
+        coeff = (2 * torch.ones_like(norms) if squared else 1 / norms) / heads.count
+        objective = sum((coeff.view(-1, *[1] * (a.dim() - 1)) * a * b).sum() for a, b in zip(local, g))
+        (grad,) = torch.autograd.grad(objective, zd)
+        return grad, (sq if squared else norms).mean().detach()
 
     def _finite_difference(self, zd, heads, y):
         eps, squared = self.config.eps, self.config.penalty == "squared"
@@ -128,6 +147,7 @@ class DummyGradientRegularizer:
         # The one-sided scheme re-uses this pass's graph (through z too) for L(theta).
         base = dummy_losses(heads, zd if forward else zd.detach(), y, params)
         grads = torch.autograd.grad(base.sum(), params, retain_graph=forward)
+        average_(list(grads))  # torchrun: the global batch's gradient sets the norm and the direction
         norms = (_per_dummy_sq_norms(grads) + _TINY).sqrt()  # [d]
         weights = ((2 * norms if squared else torch.ones_like(norms)) / heads.count).detach()
         step = eps / norms  # along each dummy's unit gradient: one addcmul, no parameter-sized temporaries

@@ -24,7 +24,9 @@ from repeval.storage import check_output_dir, folder_lock
 from repeval.training import run as run_files
 from repeval.training.config import TrainConfig
 from repeval.training.dgr import DummyGradientRegularizer
-from repeval.training.distributed import epoch_sampler, is_main_process
+from repeval.training.distributed import (
+    barrier, epoch_sampler, init_from_env, is_main_process, maximum_, rank, restore_rng, rng_states, shard, sum_, world_size,
+)
 from repeval.training.methods import Method, ParamGroups, create_method
 from repeval.training.step import Batch, autocast, param_groups, resolve_device, to_device, training_step
 
@@ -79,6 +81,8 @@ def evaluate(model: MultiTaskModel, loader: DataLoader, bundle: DatasetBundle, d
         for kind, metric, out, y in zip(model.kinds, metrics, outputs, batch.ys):
             metric.update(kind.predict(out, y.shape[-2:] if kind.dense else None), y)
     model.train()
+    for metric in metrics:  # torchrun: each rank saw its shard; the states are additive
+        sum_(metric.state)
     return {t.name: m.compute() for t, m in zip(bundle.tasks, metrics)}
 
 
@@ -110,6 +114,10 @@ def build_training(config: TrainConfig) -> Training:
     bundle = datasets.build(config.dataset, **config.dataset_kwargs())
     check_splits(bundle)
     model = build_model(config, bundle).to(device)
+    if world_size() > 1:
+        if config.sync_bn:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        torch.manual_seed(config.seed * 1_000_003 + rank())  # same initialisation, per-rank augmentation
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     method = create_method(config.method, len(bundle.tasks), **config.method_args)
@@ -161,6 +169,7 @@ def train(config: TrainConfig, resume_dir: str | Path | None = None, run_dir: st
     >>> sorted(p.name for p in run_dir.iterdir())  # doctest: +SKIP
     ['checkpoint.pt', 'commit.json', 'config.json', 'metrics.jsonl', 'train_state.pt']
     """
+    init_from_env(config.device)
     if resume_dir is not None:
         return _resume(Path(resume_dir), extend_to=config.epochs)
     config = config.resolved()
@@ -171,7 +180,7 @@ def train(config: TrainConfig, resume_dir: str | Path | None = None, run_dir: st
     run_dir = run_files.new_run_dir(config) if run_dir is None else run_files.empty_run_dir(Path(run_dir))
     with folder_lock(run_dir, "run folder"):
         run_files.empty_run_dir(run_dir)
-        run_files.write_config(run_dir, config, training.bundle.report)
+        run_files.write_config(run_dir, config, training.bundle.report, world_size())
         return _train_epochs(training, run_dir, 0)
 
 
@@ -183,14 +192,17 @@ def _resume(run_dir: Path, extend_to: int | None) -> Path:
             "--resume can only extend a run"
         )
     with folder_lock(run_dir, "run folder") if is_main_process() else contextlib.nullcontext():
+        # Rank 0 repairs the folder; the others read it once it has (torchrun).
+        epoch = run_files.recover(run_dir) if is_main_process() else None
+        barrier()
+        epoch = epoch if is_main_process() else run_files.committed_epoch(run_dir)
         config = run_files.read_config(run_dir)
-        epoch = run_files.recover(run_dir)
         extended = extend_to is not None and extend_to > config.epochs
         if extended:
             log.info("%s: extending the run from %d to %d epochs", run_dir, config.epochs, extend_to)
             config = replace(config, epochs=extend_to)
         training = build_training(config)
-        if extended:
+        if extended and is_main_process():
             run_files.rewrite_config(run_dir, config)
         if epoch is not None:
             ckpt, state = run_files.load_resume_state(run_dir)
@@ -198,7 +210,7 @@ def _resume(run_dir: Path, extend_to: int | None) -> Path:
             training.optimizer.load_state_dict(state["optimizer"])
             training.scheduler.load_state_dict(state["scheduler"])
             training.method.load_state_dict(state["method"])
-            torch.set_rng_state(state["rng"])
+            _restore_rng(state, run_dir)
         start = 0 if epoch is None else epoch + 1
         if start >= config.epochs:
             log.info("%s: all %d epochs are already trained; nothing to do (--epochs N extends it)", run_dir, config.epochs)
@@ -218,8 +230,9 @@ def _train_epochs(training: Training, run_dir: Path, start_epoch: int) -> Path:
             method.on_epoch_end(epoch, mean_losses)
             test = evaluate(model, _test_loader(training), training.bundle, training.device)
             metrics = epoch_metrics(training, epoch, mean_losses, mean_penalties, test, seen, started)
+            states = rng_states()  # every rank's, gathered for rank 0 to save
             if is_main_process():
-                save_epoch(training, run_dir, epoch, steps, metrics)
+                save_epoch(training, run_dir, epoch, steps, metrics, states)
                 shown = "  ".join(f"{task}.{kind.primary}={test[task][kind.primary]:.4g}"
                                   for task, kind in zip(training.task_names, model.kinds))
                 log.info("epoch %d/%d  test %s  (%.0f img/s)", epoch + 1, config.epochs, shown,
@@ -265,6 +278,9 @@ def train_one_epoch(training: Training, epoch: int, run_dir: Path) -> tuple[torc
             bar.set_postfix(loss=f"{(loss_sum.sum() / seen).item():.3f}")
     bar.close()
     _raise_if_nonfinite(first_bad_step, epoch, run_dir)
+    totals = sum_(torch.cat([loss_sum, penalty_sum, torch.tensor([float(seen)], device=device)]))  # over ranks
+    k, seen = len(bundle.tasks), int(totals[-1].item()) if world_size() > 1 else seen
+    loss_sum, penalty_sum = totals[:k], totals[k: 2 * k]
     penalties = penalty_sum / max(seen, 1) if training.regularizer is not None else None
     return loss_sum / max(seen, 1), penalties, steps, seen
 
@@ -289,7 +305,7 @@ def epoch_metrics(training: Training, epoch: int, mean_losses: torch.Tensor, mea
     return metrics
 
 
-def save_epoch(training: Training, run_dir: Path, epoch: int, steps: int, metrics: dict) -> None:
+def save_epoch(training: Training, run_dir: Path, epoch: int, steps: int, metrics: dict, states: list | None = None) -> None:
     config, bundle, model = training.config, training.bundle, training.model
     ckpt = make_checkpoint(
         model, model_config=model_config(config, bundle, model),
@@ -299,7 +315,7 @@ def save_epoch(training: Training, run_dir: Path, epoch: int, steps: int, metric
     state = {
         "epoch": epoch, "step": steps, "optimizer": training.optimizer.state_dict(),
         "scheduler": training.scheduler.state_dict(), "method": training.method.state_dict(),
-        "rng": torch.get_rng_state(),
+        "rng": torch.get_rng_state(), "rng_ranks": states or rng_states(),
     }
     run_files.save_epoch(run_dir, ckpt, state, metrics)
 
@@ -307,7 +323,7 @@ def save_epoch(training: Training, run_dir: Path, epoch: int, steps: int, metric
 def _test_loader(training: Training) -> DataLoader:
     return DataLoader(
         # Dense outputs are input-sized maps: test batches as large as training ones, no larger.
-        training.bundle.test, collate_fn=collate_batch,
+        training.bundle.test, collate_fn=collate_batch, sampler=shard(len(training.bundle.test)),
         batch_size=training.config.batch_size if training.model.map_side is not None else max(256, training.config.batch_size),
         num_workers=training.config.num_workers, pin_memory=training.device.type == "cuda",
     )
@@ -331,8 +347,19 @@ def _model_state(ckpt: dict) -> dict:
     return state
 
 
+def _restore_rng(state: dict, run_dir: Path) -> None:
+    ranks = state.get("rng_ranks")
+    if ranks is not None and len(ranks) == world_size():
+        restore_rng(ranks)
+        return
+    torch.set_rng_state(state["rng"])
+    if world_size() > 1 or (ranks is not None and len(ranks) > 1):
+        log.warning("%s was trained by %d process(es) and resumes on %d: the data order and augmentation "
+                    "from here differ from an uninterrupted run", run_dir, run_files.stored_world_size(run_dir), world_size())
+
+
 def _raise_if_nonfinite(first_bad_step: torch.Tensor, epoch: int, run_dir: Path) -> None:
-    step = int(first_bad_step.item())
+    step = int(maximum_(first_bad_step.clone()).item())  # a NaN on any rank stops every rank
     if step >= 0:
         raise NonFiniteLossError(
             f"non-finite loss at epoch {epoch + 1}, step {step + 1}: training stopped; the last good "

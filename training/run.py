@@ -59,11 +59,18 @@ def empty_run_dir(path: Path) -> Path:
     return path
 
 
-def write_config(run_dir: Path, config: TrainConfig, dataset_report: dict) -> None:
+def write_config(run_dir: Path, config: TrainConfig, dataset_report: dict, world_size: int = 1) -> None:
+    """`world_size`: the processes that train the run together (torchrun)."""
     atomic_json(
-        {"repeval_version": __version__, "config": config.to_dict(), "dataset_report": dataset_report},
+        {"repeval_version": __version__, "config": config.to_dict(), "dataset_report": dataset_report,
+         "world_size": world_size},
         run_dir / CONFIG,
     )
+
+
+def stored_world_size(run_dir: Path) -> int:
+    """The world size a run was trained with (1 for runs from before torchrun support)."""
+    return int(json.loads((Path(run_dir) / CONFIG).read_text()).get("world_size", 1))
 
 
 def read_config(run_dir: Path) -> TrainConfig:

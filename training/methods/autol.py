@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 
 from repeval.errors import check_number
+from repeval.training.distributed import average_
 from repeval.training.methods.base import LossWeighting, StepContext, buffers_unchanged
 
 LossesFn = Callable[[object, dict[str, torch.Tensor]], torch.Tensor]
@@ -43,6 +44,7 @@ def autol_hypergradient(
     w = [params[n].detach().requires_grad_(True) for n in names]
     train = (weights.detach() * task_losses(batch, dict(zip(names, w)))).sum()
     grads = torch.autograd.grad(train, w, allow_unused=True)
+    average_(list(grads))  # torchrun: the global batch's virtual step, meta gradient and differences
     virtual = [
         (p.detach() - lr * ((g if g is not None else 0) + weight_decay * p.detach())).requires_grad_(True)
         for p, g in zip(w, grads)
@@ -50,11 +52,13 @@ def autol_hypergradient(
     meta = task_losses(meta_batch, dict(zip(names, virtual))).sum()
     d = torch.autograd.grad(meta, virtual, allow_unused=True)
     d = [g if g is not None else torch.zeros_like(p) for g, p in zip(d, virtual)]
+    average_(d)
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in d]))
     step = r / (norm + 1e-30)
     with torch.no_grad():
         plus = task_losses(batch, {n: p.detach() + step * g for n, p, g in zip(names, w, d)})
         minus = task_losses(batch, {n: p.detach() - step * g for n, p, g in zip(names, w, d)})
+    average_([plus, minus])
     return -lr * (plus - minus) / (2 * step)
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from repeval.errors import InvalidChoiceError
+from repeval.training.distributed import average_gradients
 
 
 @dataclass
@@ -29,6 +30,9 @@ class ParamGroups:
     heads: list[list[torch.Tensor]]
     common: list[torch.Tensor] = field(default_factory=list)
     per_task_z: bool = False
+
+    def all(self) -> list[torch.Tensor]:
+        return [*self.shared, *self.common, *(p for head in self.heads for p in head)]
 
 
 @dataclass
@@ -150,6 +154,7 @@ class LossWeighting(Method):
 
     def backward(self, losses: torch.Tensor, z: torch.Tensor, z_grad: torch.Tensor | None, params: ParamGroups) -> None:
         backward_with(self.combine(losses), z, z_grad)
+        average_gradients([*params.all(), *self.parameters()])
 
 
 class LearnsTaskScalars:

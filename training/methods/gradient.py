@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import torch
 
+from repeval.training.distributed import average_, average_gradients, sum_, world_size
 from repeval.training.methods.base import Method, ParamGroups
 
 
@@ -108,13 +109,16 @@ class GradientMethod(Method):
         z_task_grads = [torch.autograd.grad(losses[k], z, retain_graph=True)[0] for k in range(len(losses))]
         if self.rep_grad:
             self.representation_backward(z, z_task_grads, z_grad, params)
-            return
-        task_grads = task_gradients(z, z_task_grads, params.shared, keep_graph=z_grad is not None)
-        update = combine_(self.weights(gram_matrix(task_grads)), task_grads)
-        for p, g in zip(params.shared, update):
-            p.grad = g if g.dtype == p.dtype else g.to(p.dtype)
-        if z_grad is not None:
-            torch.autograd.backward(z, z_grad)  # accumulates into .grad in place
+        else:
+            task_grads = task_gradients(z, z_task_grads, params.shared, keep_graph=z_grad is not None)
+            average_([g for grads in task_grads for g in grads])  # the global batch's, before combining
+            update = combine_(self.weights(gram_matrix(task_grads)), task_grads)
+            for p, g in zip(params.shared, update):
+                p.grad = g if g.dtype == p.dtype else g.to(p.dtype)
+            if z_grad is not None:
+                torch.autograd.backward(z, z_grad)  # accumulates into .grad in place
+        # Identical combined updates stay as they are; heads, DGR's part and the rest are averaged.
+        average_gradients([*params.all(), *self.parameters()])
 
     def representation_backward(self, z: torch.Tensor, z_task_grads: list[torch.Tensor], z_grad: torch.Tensor | None,
                                 params: ParamGroups) -> None:
@@ -125,14 +129,24 @@ class GradientMethod(Method):
         if not params.per_task_z:
             stacked = torch.stack(z_task_grads)
             flat = stacked.flatten(1).float()
-            w = self.weights((flat @ flat.T).double()).to(stacked.dtype)
+            w = self.weights(_global_gram(flat)).to(stacked.dtype)
             combined = torch.tensordot(w, stacked, dims=1)
             torch.autograd.backward(z, combined if z_grad is None else combined + z_grad)
             return
         stacked = torch.stack([g[k] for k, g in enumerate(z_task_grads)])  # [K, B, ...]: task k at z[k]
         flat = stacked.flatten(1).float()
-        w = self.weights((flat @ flat.T).double()).to(stacked.dtype)
+        w = self.weights(_global_gram(flat)).to(stacked.dtype)
         combined = stacked * w.view(-1, *[1] * (stacked.dim() - 1))  # z's shape: slice k is w_k g_k
         torch.autograd.backward(z, combined, inputs=params.shared, retain_graph=z_grad is not None)
         if z_grad is not None:
             torch.autograd.backward(z, z_grad)
+
+
+def _global_gram(flat: torch.Tensor) -> torch.Tensor:
+    """The Gram matrix [K, K] (float64) of representation gradients `flat` [K, N] over the global
+    batch: samples are disjoint across ranks, so the ranks' Grams add up (each rank's losses are
+    means over its share: 1 / R^2)."""
+    gram = (flat @ flat.T).double()
+    if world_size() > 1:
+        gram = sum_(gram) / world_size() ** 2
+    return gram

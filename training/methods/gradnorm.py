@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from repeval.errors import check_number
+from repeval.training.distributed import average_, average_gradients, sum_, world_size
 from repeval.training.methods.base import LearnsTaskScalars, LossWeighting, ParamGroups, backward_with
 
 
@@ -37,11 +38,19 @@ class GradNorm(LearnsTaskScalars, LossWeighting):
             self.scalars.mul_(len(self.scalars) / self.scalars.sum())
         if self.initial_losses is None:
             self.initial_losses = losses.detach().clone()
+            average_([self.initial_losses])
         grad_norms = torch.stack([
             torch.linalg.vector_norm(torch.autograd.grad(losses[k], z, retain_graph=True)[0]) for k in range(len(losses))
         ]).float()
-        (self.scalars.grad,) = torch.autograd.grad(self.gradnorm_loss(losses.detach(), grad_norms), self.scalars)
+        if world_size() > 1:  # over the global batch: squared norms add up (each rank's loss is a 1/R share)
+            grad_norms = sum_(grad_norms.pow(2)).sqrt() / world_size()
+            losses_now = losses.detach().clone()
+            average_([losses_now])
+        else:
+            losses_now = losses.detach()
+        (self.scalars.grad,) = torch.autograd.grad(self.gradnorm_loss(losses_now, grad_norms), self.scalars)
         backward_with((self.scalars.detach() * losses).sum(), z, z_grad)
+        average_gradients([*params.all(), *self.parameters()])
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "initial_losses": self.initial_losses}
