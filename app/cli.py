@@ -131,7 +131,7 @@ def train(
 
     with saying_where_training_stopped():
         run_dir = run_training(config)
-    from repeval.training.distributed import is_main_process
+    from repeval.distributed import is_main_process
 
     if is_main_process():  # under torchrun, rank 0 made the run folder
         typer.echo(str(run_dir))
@@ -242,7 +242,10 @@ def tsne(
     from repeval.training.loop import resolve_device
 
     sets = extract_all(encoder_sources(checkpoints, None, None, None, data_dir, []), device=str(resolve_device(device)))
-    embedding_maps(sets, out, method=method, max_points=max_points, seed=seed)
+    from repeval.distributed import is_main_process
+
+    if is_main_process():  # under torchrun the ranks share the extraction; rank 0 draws
+        embedding_maps(sets, out, method=method, max_points=max_points, seed=seed)
     typer.echo(str(out))
 
 

@@ -108,6 +108,10 @@ def probe_dense_checkpoints(checkpoints, timm_name, out: Path, device: str, clas
     if universality and head != "linear":
         raise InvalidChoiceError(f"--head {head} does not apply to dense checkpoints: their universality uses per-pixel "
                                  "linear heads (--head linear)")
+    from repeval.distributed import is_main_process
+
+    if not is_main_process():  # under torchrun the per-pixel probe runs on rank 0 alone
+        return True
     per_image = f"the per-image probes ({classifiers})" if classifiers else "per-image universality"
     typer.echo(f"dense tasks: {per_image} do not apply; running a per-pixel linear probe on {PIXELS_PER_IMAGE} "
                "sampled pixels per image instead (see repeval.probes.dense)")

@@ -5,7 +5,7 @@ batch, so the global batch grows with the processes; scaling efficiency = images
 processes / (n x images/s with 1).
 
 The step is repeval's own (`training_step`) with its explicit all-reduces (see
-`repeval.training.distributed`): gradients for every method, plus the task gradients before the
+`repeval.distributed`): gradients for every method, plus the task gradients before the
 combination for pcgrad, plus the dummy heads' gradients for DGR.
 
     python benchmarks/dense_overhead.py ...   # single-process cost of DGR

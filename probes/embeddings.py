@@ -29,6 +29,7 @@ from repeval import __version__, datasets
 from repeval.checkpoint import EXECUTION_FIELDS, content_hash, load_checkpoint, model_from_checkpoint
 from repeval.datasets import InputNormalizer, InputSpec, collate_batch
 from repeval.errors import InvalidChoiceError
+from repeval.distributed import batch_shard, gather_rows
 from repeval.models import build_encoder, check_backbone
 from repeval.probes.config import EXTRACT_BATCH
 from repeval.storage import atomic_write, cache_dir
@@ -188,12 +189,14 @@ def embed(
     encoder.eval().requires_grad_(False).to(device)
     if device.type == "cuda":
         encoder.to(memory_format=torch.channels_last)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_batch,
+    # Under torchrun each rank embeds every R-th batch; the rows are gathered back in order.
+    mine = batch_shard(len(dataset), batch_size)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=mine, collate_fn=collate_batch,
                         pin_memory=device.type == "cuda")
     normalize = InputNormalizer(input_spec, device)
-    out = torch.empty((len(dataset), encoder.num_features), dtype=torch.float32, device=device)
+    out = torch.empty((len(mine), encoder.num_features), dtype=torch.float32, device=device)
     start = 0
-    with tqdm(total=len(dataset), unit="img", desc=desc, disable=not progress, leave=False) as bar:
+    with tqdm(total=len(mine), unit="img", desc=desc, disable=not progress, leave=False) as bar:
         for images, _ in loader:
             x = normalize(images.to(device, non_blocking=True))
             if device.type == "cuda":
@@ -205,7 +208,7 @@ def embed(
             out[start : start + len(images)] = z.float()
             start += len(images)
             bar.update(len(images))
-    return out.cpu().numpy()
+    return gather_rows(out, len(dataset), batch_size).cpu().numpy()
 
 
 def extract(

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from repeval import __version__
+from repeval.distributed import init_from_env, is_main_process
 from repeval.probes.across_seeds import across_training_seeds, seeds_table
 from repeval.probes.config import EXTRACT_BATCH, MAP_MAX_POINTS
 from repeval.probes.embeddings import EmbeddingSet, EncoderSource, extract
@@ -27,6 +28,7 @@ def extract_all(sources: list[EncoderSource], device: str = "cpu", batch_size: i
 
     >>> sets = extract_all([source_from_checkpoint(p) for p in ("a.pt", "b.pt")])  # doctest: +SKIP
     """
+    init_from_env(device)  # under torchrun every rank embeds its share of each split
     names = unique_names([s.name for s in sources])
     return [extract(replace(s, name=n), device=device, batch_size=batch_size, use_cache=use_cache, progress=progress)
             for s, n in zip(sources, names)]
@@ -56,14 +58,16 @@ def probe(
     """Probe every source; write probe.json/.csv, the bar chart, the requested 2-D maps and,
     with `universality`, universality.json/.csv.
 
-    >>> from repeval.probes.across_seeds import across_training_seeds, seeds_table
-from repeval.probes.config import EXTRACT_BATCH, MAP_MAX_POINTS
-from repeval.probes.embeddings import source_from_checkpoint
+    Under torchrun the ranks share the extraction; rank 0 alone fits and writes (the others
+    return no rows).
+
     >>> results = probe([source_from_checkpoint("runs/demo/a/checkpoint.pt")],
     ...                 ProbeConfig(classifiers=("knn",)), "runs/probe-a")  # doctest: +SKIP
     """
     out_dir = Path(out_dir)
     sets = extract_all(sources, device, batch_size, use_cache, progress)
+    if not is_main_process():
+        return ProbeResults([])
     rows = run_probes(sets, config)
     provenance = {
         "command": "repeval probe",
@@ -89,7 +93,10 @@ from repeval.probes.embeddings import source_from_checkpoint
 
 def universality_of(sets: list[EmbeddingSet], config: UniversalityConfig, out_dir: str | os.PathLike,
                     console: Console | None = None) -> list[dict]:
-    """Measure universality of every (encoder, task); write universality.json / .csv."""
+    """Measure universality of every (encoder, task); write universality.json / .csv (rank 0
+    alone under torchrun)."""
+    if not is_main_process():
+        return []
     rows = measure_universality(sets, config)
     provenance = universality_provenance(sets, config)
     provenance["across_training_seeds"] = seeds = [

@@ -36,23 +36,25 @@ class Flat(nn.Sequential):
     num_features = 16
 
 
-def setup(case: str):
+def setup(case: str, device: str = "cpu"):
     torch.manual_seed(0)
     encoder = Flat(nn.Flatten(), nn.Linear(12, 16), nn.Tanh())
     name, options, dgr = CASES[case]
-    model = MultiTaskModel(encoder, TASKS, hidden=8, dummies=dgr.dummies if dgr else 0)
+    model = MultiTaskModel(encoder, TASKS, hidden=8, dummies=dgr.dummies if dgr else 0).to(device)
     method = create_method(name, len(TASKS), **options)
     method.attach(model)
+    method.to(torch.device(device))
     optimizer = torch.optim.SGD([*model.parameters(), *method.parameters()], lr=0.2)
     reg = DummyGradientRegularizer([model.dummy_heads[t.name] for t in TASKS], dgr) if dgr else None
     g = torch.Generator().manual_seed(1)
-    batches = [Batch(torch.randn(8, 3, 2, 2, generator=g), list(torch.randint(0, 3, (8, 3), generator=g).unbind(1)))
+    batches = [Batch(torch.randn(8, 3, 2, 2, generator=g).to(device),
+                     [y.to(device) for y in torch.randint(0, 3, (8, 3), generator=g).unbind(1)])
                for _ in range(6)]  # three steps, and Auto-lambda's meta batches
     return model, method, reg, optimizer, batches
 
 
-def train_steps(case: str, rank: int = 0, world: int = 1) -> torch.Tensor:
-    model, method, reg, optimizer, batches = setup(case)
+def train_steps(case: str, rank: int = 0, world: int = 1, device: str = "cpu") -> torch.Tensor:
+    model, method, reg, optimizer, batches = setup(case, device)
     share = 8 // world
 
     def part(batch: Batch) -> Batch:
@@ -60,7 +62,7 @@ def train_steps(case: str, rank: int = 0, world: int = 1) -> torch.Tensor:
 
     for batch, meta in zip(batches[:3], batches[3:]):
         training_step(model, part(batch), method, reg, optimizer, meta_batch=part(meta) if method.needs_meta_batch else None)
-    return torch.cat([p.detach().flatten() for p in [*model.parameters(), *method.parameters()]])
+    return torch.cat([p.detach().flatten() for p in [*model.parameters(), *method.parameters()]]).cpu()
 
 
 def _free_port() -> int:
@@ -72,7 +74,10 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, job: str, arg: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    cuda = job.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(rank)
+    dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
     try:
         result = JOBS[job](arg, rank, world)
         torch.save({"ok": True, "result": result}, f"{out}.{rank}")
@@ -95,7 +100,7 @@ def _evaluate(arg: str, rank: int, world: int) -> dict:
     from torch.utils.data import DataLoader
 
     from repeval.datasets import collate_batch
-    from repeval.training.distributed import shard
+    from repeval.distributed import shard
 
     bundle = datasets.build("scenes", n_train=4, n_test=7, size=16)
     model = _dense_model(bundle)
@@ -124,13 +129,23 @@ def _nan_on_rank_1(arg: str, rank: int, world: int) -> str:
     return "no error"
 
 
+def _embed(arg: str = "", rank: int = 0, world: int = 1):
+    from repeval import datasets
+    from repeval.models import build_encoder
+    from repeval.probes.embeddings import embed
+
+    bundle = datasets.build("multidigits", n_train=16, n_test=11)
+    torch.manual_seed(0)
+    return embed(build_encoder("test_resnet", bundle.input.channels), bundle.test, bundle.input, torch.device("cpu"), batch_size=4)
+
+
 def _everything(arg: str, rank: int, world: int) -> dict:
     """One spawn of the ranks for every check (starting processes is the slow part)."""
     return {"steps": {case: train_steps(case, rank, world) for case in CASES}, "evaluate": _evaluate(arg, rank, world),
-            "nan": _nan_on_rank_1(arg, rank, world)}
+            "nan": _nan_on_rank_1(arg, rank, world), "embed": _embed(arg, rank, world)}
 
 
-JOBS = {"all": _everything}
+JOBS = {"all": _everything, "cuda": lambda arg, rank, world: {c: train_steps(c, rank, world, f"cuda:{rank}") for c in CASES}}
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +211,32 @@ def test_torchrun_trains_and_resumes_one_run(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert [m["epoch"] for m in run_files.read_metrics(run_dir)] == [0, 1]
     assert "resumes on" not in again.stderr  # same world size: no warning
+
+
+def test_sharded_extraction_gathers_embeddings_in_order(ranks):
+    """Probe extraction under torchrun: each rank embeds every second batch (11 samples in
+    batches of 4: uneven shares) and every rank ends with all rows in dataset order, bit for bit
+    those of one process."""
+    import numpy as np
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the ranks run: a CPU reduction's order depends on the thread count
+    try:
+        single = _embed()
+    finally:
+        torch.set_num_threads(threads)
+    for r in ranks:
+        assert r["embed"].shape == single.shape == (11, single.shape[1])
+        np.testing.assert_array_equal(r["embed"], single)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices (nccl)")
+def test_nccl_ranks_equal_one_process(tmp_path):
+    results = run_ranks("cuda", "", tmp_path)
+    assert all(r["ok"] for r in results), [r.get("error") for r in results]
+    for case in CASES:
+        single = train_steps(case, device="cuda:0")
+        for r in results:
+            torch.testing.assert_close(r["result"][case], single, rtol=1e-4, atol=1e-5)
+

@@ -31,7 +31,7 @@ import torch
 
 from repeval.models import DummyHeads
 from repeval.training.config import DEFAULT_LAMBDA, ESTIMATORS, FD_SCHEMES, ORDERS, PENALTIES, DGRConfig
-from repeval.training.distributed import average_, world_size
+from repeval.distributed import average_, world_size
 
 __all__ = ["DGRConfig", "DEFAULT_LAMBDA", "ESTIMATORS", "FD_SCHEMES", "ORDERS", "PENALTIES", "DummyGradientRegularizer",
            "dummy_losses", "dummy_gradient_penalty", "with_gradient"]

@@ -24,7 +24,7 @@ from repeval.storage import check_output_dir, folder_lock
 from repeval.training import run as run_files
 from repeval.training.config import TrainConfig
 from repeval.training.dgr import DummyGradientRegularizer
-from repeval.training.distributed import (
+from repeval.distributed import (
     barrier, epoch_sampler, init_from_env, is_main_process, maximum_, rank, restore_rng, rng_states, shard, sum_, world_size,
 )
 from repeval.training.methods import Method, ParamGroups, create_method

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from repeval.errors import InvalidChoiceError
-from repeval.training.distributed import average_gradients
+from repeval.distributed import average_gradients
 
 
 @dataclass

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from repeval.training.distributed import average_, average_gradients, sum_, world_size
+from repeval.distributed import average_, average_gradients, sum_, world_size
 from repeval.training.methods.base import Method, ParamGroups
 
 

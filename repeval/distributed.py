@@ -1,5 +1,5 @@
 """One run over several processes (torchrun), with each method's mathematics equal to one process
-on the global batch. Without torch.distributed initialised every function here is a no-op, and
+on the global batch, and probe extraction sharded over them. Without torch.distributed initialised every function here is a no-op, and
 this is rank 0 of 1.
 
 repeval does not wrap the model in DistributedDataParallel: DDP averages gradients through hooks
@@ -136,3 +136,27 @@ def restore_rng(states: list[dict]) -> None:
     torch.set_rng_state(own["torch"])
     if "cuda" in own and torch.cuda.is_available():
         torch.cuda.set_rng_state(own["cuda"])
+
+
+def batch_shard(n: int, batch_size: int, of_rank: int | None = None) -> list[int]:
+    """The samples of every R-th batch of `batch_size` (batches as one process would form them),
+    starting at this rank's (or `of_rank`'s): each sample is computed in the same batch as in one
+    process, so the results are the same bit for bit."""
+    r = rank() if of_rank is None else of_rank
+    batches = range(r, -(-n // batch_size), world_size())
+    return [i for b in batches for i in range(b * batch_size, min(n, (b + 1) * batch_size))]
+
+
+def gather_rows(local: torch.Tensor, n: int, batch_size: int) -> torch.Tensor:
+    """The rows each rank computed for its `batch_shard`, put back in order: `[n, ...]` on every rank."""
+    if world_size() == 1:
+        return local
+    shares = [batch_shard(n, batch_size, r) for r in range(world_size())]
+    padded = local.new_zeros((max(len(s) for s in shares), *local.shape[1:]))
+    padded[: len(local)] = local
+    gathered = [torch.empty_like(padded) for _ in range(world_size())]
+    dist.all_gather(gathered, padded)
+    out = local.new_empty((n, *local.shape[1:]))
+    for share, rows in zip(shares, gathered):
+        out[share] = rows[: len(share)]
+    return out
