@@ -206,3 +206,10 @@ def test_reproduce_sensitivity_smoke_writes_table_4(tmp_path, capsys):
     swin = json.loads((tmp_path / "scenes-table4b-swin-smoke" / "report" / "report.json").read_text())
     assert {r["config"]["backbone"] for row in swin["rows"] for r in row["runs"]} == {"swin_tiny_patch4_window7_224"}
     assert [r["label"] for r in swin["rows"]] == ["single", "ew", "ew + DGR (λ=0.1)"]
+
+
+def test_sweep_refuses_to_run_under_torchrun(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(InvalidChoiceError, match="repeval sweep does not run under torchrun: start several"):
+        run_sweep(spec(), tmp_path)
+    assert not any(tmp_path.iterdir())

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import tomllib
 from dataclasses import dataclass, replace
@@ -300,6 +301,11 @@ def run_sweep(spec: dict, out_dir: str | Path = "runs/sweeps", progress: bool = 
     Several processes can share one sweep: each run folder is locked while a process trains it,
     and the others pass over it to the next one."""
     runs = expand(spec)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise InvalidChoiceError(
+            "repeval sweep does not run under torchrun: start several `repeval sweep` workers on the grid instead "
+            "(they share it through the run locks), or run each `repeval train` under torchrun"
+        )
     check_output_dir(out_dir)
     root = Path(out_dir) / spec["name"]
     root.mkdir(parents=True, exist_ok=True)
