@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 from repeval import __version__, datasets
 from repeval.checkpoint import EXECUTION_FIELDS, content_hash, load_checkpoint, model_from_checkpoint
 from repeval.datasets import InputNormalizer, InputSpec, collate_batch
-from repeval.errors import InvalidChoiceError
 from repeval.distributed import batch_shard, gather_rows
+from repeval.errors import InvalidChoiceError
 from repeval.models import build_encoder, check_backbone
 from repeval.probes.config import EXTRACT_BATCH
 from repeval.storage import atomic_write, cache_dir

@@ -14,19 +14,19 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from repeval import datasets
+from repeval.archs import build_arch_encoder
 from repeval.checkpoint import make_checkpoint
 from repeval.datasets import DatasetBundle, InputNormalizer, collate_batch
+from repeval.distributed import (
+    barrier, epoch_sampler, init_from_env, is_main_process, maximum_, rank, restore_rng, rng_states, shard, sum_, world_size,
+)
 from repeval.errors import InvalidChoiceError, NonFiniteLossError, TrainingInterrupted
 from repeval.kinds import kind_of
-from repeval.archs import build_arch_encoder
 from repeval.models import MultiTaskModel
 from repeval.storage import check_output_dir, folder_lock
 from repeval.training import run as run_files
 from repeval.training.config import TrainConfig
 from repeval.training.dgr import DummyGradientRegularizer
-from repeval.distributed import (
-    barrier, epoch_sampler, init_from_env, is_main_process, maximum_, rank, restore_rng, rng_states, shard, sum_, world_size,
-)
 from repeval.training.methods import Method, ParamGroups, create_method
 from repeval.training.step import Batch, autocast, param_groups, resolve_device, to_device, training_step
 

@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 import torch
 
-from repeval.errors import check_number
 from repeval.distributed import average_
+from repeval.errors import check_number
 from repeval.training.methods.base import LossWeighting, StepContext, buffers_unchanged
 
 LossesFn = Callable[[object, dict[str, torch.Tensor]], torch.Tensor]

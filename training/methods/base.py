@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from repeval.errors import InvalidChoiceError
 from repeval.distributed import average_gradients
+from repeval.errors import InvalidChoiceError
 
 
 @dataclass

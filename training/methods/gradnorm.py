@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from repeval.errors import check_number
 from repeval.distributed import average_, average_gradients, sum_, world_size
+from repeval.errors import check_number
 from repeval.training.methods.base import LearnsTaskScalars, LossWeighting, ParamGroups, backward_with
 
 
