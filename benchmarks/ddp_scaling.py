@@ -8,7 +8,6 @@ The step is repeval's own (`training_step`) with its explicit all-reduces (see
 `repeval.distributed`): gradients for every method, plus the task gradients before the
 combination for pcgrad, plus the dummy heads' gradients for DGR.
 
-    python benchmarks/dense_overhead.py ...   # single-process cost of DGR
     python benchmarks/ddp_scaling.py [--procs 1 2 4] [--batch 16] [--steps 5] [--backbone test_resnet] [--size 64]
 
 On a CPU the processes share the cores (each gets cores / n threads), so efficiency there measures
