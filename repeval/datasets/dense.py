@@ -10,7 +10,6 @@ target (depth / scale, disparity * scale, the normals' x negated) is the task ki
 from __future__ import annotations
 
 import copy
-
 from collections.abc import Sequence
 from dataclasses import dataclass
 
