@@ -90,6 +90,11 @@ def to_nchw(x: torch.Tensor, nhwc: bool) -> torch.Tensor:
     return x if x.is_cuda else x.contiguous()
 
 
+def map_side(height: int, width: int, stride: int) -> int:
+    """The shorter side of the feature map at `stride` of an input of `height` x `width`."""
+    return min(math.ceil(height / stride), math.ceil(width / stride))
+
+
 def build_encoder(name: str, in_chans: int = 3, pretrained_file: str | os.PathLike | None = None,
                   dense: bool = False, input_size: tuple[int, int] | None = None) -> nn.Module:
     """A timm model returning pooled features (`num_classes=0`), or with `dense` its last
@@ -127,8 +132,7 @@ class FeatureMapEncoder(nn.Module):
         self.num_features = body.feature_info.channels()[-1]
 
     def map_side(self, height: int, width: int) -> int:
-        """The shorter side of the feature map of an input of `height` x `width`."""
-        return min(math.ceil(height / self.output_stride), math.ceil(width / self.output_stride))
+        return map_side(height, width, self.output_stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return to_nchw(self.body(x)[-1], self.nhwc)

@@ -25,6 +25,7 @@ same seeds on every rank; data order and augmentation differ per rank."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
@@ -61,8 +62,9 @@ def init_from_env(device: str = "auto") -> bool:
     return True
 
 
-def average_(tensors: list[torch.Tensor | None]) -> None:
-    """All-reduce-mean in place over ranks, in one flat buffer per dtype."""
+def average_(tensors: Iterable[torch.Tensor | None]) -> None:
+    """All-reduce-mean in place over ranks, in one flat buffer per dtype (a generator is not
+    even iterated in one process: nothing is added to the single-process step)."""
     if world_size() == 1:
         return
     by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
@@ -92,9 +94,9 @@ def maximum_(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def average_gradients(params) -> None:
+def average_gradients(params: Iterable[torch.Tensor]) -> None:
     """The gradients of `params` averaged over ranks (every rank holds the same set)."""
-    average_([p.grad for p in params])
+    average_(p.grad for p in params)
 
 
 def barrier() -> None:

@@ -90,3 +90,22 @@ def check_number(
 def check_seed(owner: str, param: str, value: object) -> None:
     """Seeds are ints in [0, 2**32): what numpy, torch and CUDA all accept."""
     check_number(owner, param, value, kind=int, low=0, high=SEED_LIMIT - 1)
+
+
+def check_bool(owner: str, param: str, value: object) -> None:
+    """
+    >>> check_bool("NYUv2", "augment", "yes")
+    Traceback (most recent call last):
+    ...
+    repeval.errors.InvalidChoiceError: The 'augment' parameter of NYUv2 must be a bool. Got 'yes' instead.
+    """
+    if not isinstance(value, bool):
+        raise InvalidChoiceError(f"The {param!r} parameter of {owner} must be a bool. Got {value!r} instead.")
+
+
+def check_fixed_split(dataset: str, split_seed: object) -> None:
+    """Datasets whose train/val split is their folders take only split seed 0."""
+    check_seed(dataset, "split_seed", split_seed)
+    if split_seed != 0:
+        raise InvalidChoiceError(f"{dataset} has a fixed train/val split; --split-seed must be 0. Got {split_seed!r} instead.")
+

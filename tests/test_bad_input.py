@@ -135,7 +135,7 @@ CASES = [
     (["reproduce", "nyuv2"], "reproduce nyuv2 needs --data-dir"),
     (["report", "{badrun}", "--select", "best"], "The 'select' parameter of repeval report must be one of 'final', 'best-on-test'. Got 'best'"),
     (["train", "imagefolder", "--data-dir", "{utk}"], "train' does not exist; expected DATA_DIR/{{train,val}}/<class>/<image>"),
-    (["train", "imagefolder", "--data-dir", "{utk}", "--split-seed", "2"], "imagefolder's train/val split is its folders; --split-seed must be 0"),
+    (["train", "imagefolder", "--data-dir", "{utk}", "--split-seed", "2"], "imagefolder has a fixed train/val split; --split-seed must be 0"),
     (["train", "scenes", "--arch", "cross-stitch"], "unknown architecture 'cross-stitch'; choose from: mtan, split"),
     (["train", "scenes", "--arch", "mtan", "--arch-option", "shared=all"],
      "The 'shared' option of arch 'mtan' must be one of blocks, backbone. Got 'all' instead."),

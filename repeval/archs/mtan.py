@@ -21,9 +21,10 @@ from timm.models.resnet import Bottleneck
 from torch import nn
 
 from repeval.archs.stages import StagedBackbone
+from repeval.backbones import map_side
 
-# Where the channel sizes are read when the input size is not known (pooled encoders).
-PROBE_SIZE = (64, 64)
+# The input a blank forward reads the channel sizes from when the size is not known (pooled encoders).
+CHANNELS_INPUT = (64, 64)
 
 
 def attention_layer(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -55,7 +56,7 @@ class MTANEncoder(nn.Module):
         self.dense = dense
         self.shared = shared
         self.output_stride = backbone.stride
-        chans = backbone.channels(in_chans, tuple(input_size or PROBE_SIZE))
+        chans = backbone.channels(in_chans, tuple(input_size or CHANNELS_INPUT))
         self.blocks = nn.ModuleList(shared_block(chans[i][1], chans[i + 1][0]) for i in range(len(chans) - 1))
         self.attention = nn.ModuleList(
             nn.ModuleList(attention_layer(b if i == 0 else 2 * b, t) for i, (b, t) in enumerate(chans))
@@ -64,7 +65,7 @@ class MTANEncoder(nn.Module):
         self.num_features = chans[-1][1]
 
     def map_side(self, height: int, width: int) -> int:
-        return min(-(-height // self.output_stride), -(-width // self.output_stride))
+        return map_side(height, width, self.output_stride)
 
     def attend(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         per_task = []

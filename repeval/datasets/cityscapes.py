@@ -22,7 +22,7 @@ import numpy as np
 from repeval.datasets.base import DatasetBundle
 from repeval.datasets.dense import Augmentation
 from repeval.datasets.nyuv2 import count_samples, folder_bundle, hwc_to_chw, image_to_uint8
-from repeval.errors import DataNotFoundError, InvalidChoiceError, check_choice, check_seed
+from repeval.errors import DataNotFoundError, check_bool, check_choice, check_fixed_split
 from repeval.kinds.base import REDUCTIONS
 from repeval.tasks import TaskSpec
 
@@ -116,12 +116,10 @@ class CityscapesNpySource:
 
 def check_args(data_dir=None, split_seed: int = 0, variant: str = "dgr", augment: bool | None = None,
                metric_reduce: str = "global") -> None:
-    check_seed("Cityscapes", "split_seed", split_seed)
-    if split_seed != 0:
-        raise InvalidChoiceError("cityscapes has a fixed train/val split; --split-seed must be 0")
+    check_fixed_split("cityscapes", split_seed)
     check_choice("Cityscapes", "variant", variant, VARIANTS)
-    if augment is not None and not isinstance(augment, bool):
-        raise InvalidChoiceError(f"The 'augment' option of Cityscapes must be a bool. Got {augment!r} instead.")
+    if augment is not None:
+        check_bool("Cityscapes", "augment", augment)
     check_choice("Cityscapes", "metric_reduce", metric_reduce, REDUCTIONS)
 
 

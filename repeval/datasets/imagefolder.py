@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from repeval.datasets.base import IMAGENET_MEAN, IMAGENET_STD, DatasetBundle, InputSpec
-from repeval.errors import DataNotFoundError, InvalidChoiceError, check_number
+from repeval.errors import DataNotFoundError, check_bool, check_fixed_split, check_number
 from repeval.tasks import TaskSpec
 
 # The task's name; its classes are the folder's (see `folder_tasks`).
@@ -76,11 +76,9 @@ class ImageFolderSplit(torch.utils.data.Dataset):
 def check_args(data_dir: str | os.PathLike | None, split_seed: int, size: int, augment: bool) -> None:
     if data_dir is None:
         raise DataNotFoundError(f"imagefolder needs --data-dir: the folder that holds {LAYOUT}")
-    if split_seed != 0:
-        raise InvalidChoiceError(f"imagefolder's train/val split is its folders; --split-seed must be 0. Got {split_seed!r} instead.")
+    check_fixed_split("imagefolder", split_seed)
     check_number("ImageFolder", "size", size, kind=int, low=8)
-    if not isinstance(augment, bool):
-        raise InvalidChoiceError(f"The 'augment' parameter of ImageFolder must be a bool. Got {augment!r} instead.")
+    check_bool("ImageFolder", "augment", augment)
 
 
 def _samples(folder: Path, class_to_idx: dict[str, int] | None) -> tuple[list[tuple[str, int]], dict[str, int]]:

@@ -18,7 +18,7 @@ import numpy as np
 
 from repeval.datasets.base import DatasetBundle, InputSpec
 from repeval.datasets.dense import Augmentation, DenseDataset
-from repeval.errors import DataNotFoundError, InvalidChoiceError, check_choice, check_seed
+from repeval.errors import DataNotFoundError, check_bool, check_choice, check_fixed_split
 from repeval.kinds import kind_of
 from repeval.kinds.base import REDUCTIONS
 from repeval.kinds.normals import NORMAL_LOSSES
@@ -109,11 +109,8 @@ def check_sample(source, folder: Path, tasks) -> tuple[int, int, int]:
 
 def check_args(data_dir=None, split_seed: int = 0, augment: bool = True, normal_loss: str = "l1",
                metric_reduce: str = "global") -> None:
-    check_seed("NYUv2", "split_seed", split_seed)
-    if split_seed != 0:
-        raise InvalidChoiceError("nyuv2 has a fixed train/val split; --split-seed must be 0")
-    if not isinstance(augment, bool):
-        raise InvalidChoiceError(f"The 'augment' option of NYUv2 must be a bool. Got {augment!r} instead.")
+    check_fixed_split("nyuv2", split_seed)
+    check_bool("NYUv2", "augment", augment)
     check_choice("NYUv2", "normal_loss", normal_loss, NORMAL_LOSSES)
     check_choice("NYUv2", "metric_reduce", metric_reduce, REDUCTIONS)
 

@@ -32,7 +32,8 @@ from PIL import Image
 
 from repeval.datasets.base import IMAGENET_MEAN, IMAGENET_STD, DatasetBundle, InputSpec
 from repeval.datasets.dense import Augmentation, DenseDataset
-from repeval.errors import DataNotFoundError, InvalidChoiceError, check_number
+from repeval.errors import DataNotFoundError, InvalidChoiceError, check_bool, check_fixed_split, check_number
+from repeval.validation import parse_int_list
 from repeval.tasks import TaskSpec
 
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -145,25 +146,16 @@ class PascalSource:
 
 
 def parse_classes(text: str) -> tuple[int, ...] | None:
-    if text == "all":
-        return None
-    try:
-        classes = tuple(int(c) for c in str(text).split(","))
-    except ValueError:
-        classes = ()
-    if not classes:
-        raise InvalidChoiceError(f"The 'normal_classes' parameter of Pascal must be 'all' or comma-separated ints. Got {text!r} instead.")
-    return classes
+    """`normal_classes`: "all" (None) or the context classes that keep their normals."""
+    return None if text == "all" else parse_int_list(str(text), "--data-option normal_classes ('all' or)")
 
 
 def check_args(data_dir, split_seed: int, size: int, augment: bool, normal_classes: str) -> None:
     if data_dir is None:
         raise DataNotFoundError(f"pascal needs --data-dir: the folder of {LAYOUT}")
-    if split_seed != 0:
-        raise InvalidChoiceError(f"pascal has a fixed train/val split; --split-seed must be 0. Got {split_seed!r} instead.")
+    check_fixed_split("pascal", split_seed)
     check_number("Pascal", "size", size, kind=int, low=16)
-    if not isinstance(augment, bool):
-        raise InvalidChoiceError(f"The 'augment' parameter of Pascal must be a bool. Got {augment!r} instead.")
+    check_bool("Pascal", "augment", augment)
     parse_classes(normal_classes)
 
 

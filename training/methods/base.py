@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import torch
@@ -31,8 +32,11 @@ class ParamGroups:
     common: list[torch.Tensor] = field(default_factory=list)
     per_task_z: bool = False
 
-    def all(self) -> list[torch.Tensor]:
-        return [*self.shared, *self.common, *(p for head in self.heads for p in head)]
+    def all(self) -> Iterator[torch.Tensor]:
+        yield from self.shared
+        yield from self.common
+        for head in self.heads:
+            yield from head
 
 
 @dataclass
@@ -154,7 +158,7 @@ class LossWeighting(Method):
 
     def backward(self, losses: torch.Tensor, z: torch.Tensor, z_grad: torch.Tensor | None, params: ParamGroups) -> None:
         backward_with(self.combine(losses), z, z_grad)
-        average_gradients([*params.all(), *self.parameters()])
+        average_gradients(chain(params.all(), self.parameters()))
 
 
 class LearnsTaskScalars:

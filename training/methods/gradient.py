@@ -24,6 +24,8 @@ z-gradient (DGR's added) gives the update, at the cost of one `ew` step.
 
 from __future__ import annotations
 
+from itertools import chain
+
 import torch
 
 from repeval.distributed import average_, average_gradients, sum_, world_size
@@ -111,14 +113,14 @@ class GradientMethod(Method):
             self.representation_backward(z, z_task_grads, z_grad, params)
         else:
             task_grads = task_gradients(z, z_task_grads, params.shared, keep_graph=z_grad is not None)
-            average_([g for grads in task_grads for g in grads])  # the global batch's, before combining
+            average_(g for grads in task_grads for g in grads)  # the global batch's, before combining
             update = combine_(self.weights(gram_matrix(task_grads)), task_grads)
             for p, g in zip(params.shared, update):
                 p.grad = g if g.dtype == p.dtype else g.to(p.dtype)
             if z_grad is not None:
                 torch.autograd.backward(z, z_grad)  # accumulates into .grad in place
         # Identical combined updates stay as they are; heads, DGR's part and the rest are averaged.
-        average_gradients([*params.all(), *self.parameters()])
+        average_gradients(chain(params.all(), self.parameters()))
 
     def representation_backward(self, z: torch.Tensor, z_task_grads: list[torch.Tensor], z_grad: torch.Tensor | None,
                                 params: ParamGroups) -> None:

@@ -11,6 +11,8 @@ encoder layer is "last". L_k(0) is the loss of the first step."""
 
 from __future__ import annotations
 
+from itertools import chain
+
 import torch
 
 from repeval.distributed import average_, average_gradients, sum_, world_size
@@ -50,7 +52,7 @@ class GradNorm(LearnsTaskScalars, LossWeighting):
             losses_now = losses.detach()
         (self.scalars.grad,) = torch.autograd.grad(self.gradnorm_loss(losses_now, grad_norms), self.scalars)
         backward_with((self.scalars.detach() * losses).sum(), z, z_grad)
-        average_gradients([*params.all(), *self.parameters()])
+        average_gradients(chain(params.all(), self.parameters()))
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "initial_losses": self.initial_losses}
