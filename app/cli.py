@@ -26,13 +26,14 @@ from repeval.errors import (
 )
 from repeval.metrics import DELTA_VARIANTS, PUBLISHED_BASES
 from repeval.probes.config import HEADS as UNIVERSALITY_HEADS
+from repeval.probes.config import READINGS
 from repeval.probes.config import EXTRACT_BATCH, MAP_MAX_POINTS, MAP_METHODS, ProbeConfig, UniversalityConfig
 from repeval.probes.registry import PROBES, parse_classifiers
 from repeval.storage import check_output_dir
 from repeval.training.config import DEVICES, ESTIMATORS, FD_SCHEMES, OPTIMIZERS, ORDERS, PENALTIES, SCHEDULES, DGRConfig, TrainConfig
 from repeval.training.methods import METHODS, rep_grad_methods
 from repeval.training.reproduce import PROTOCOLS
-from repeval.validation import parse_seeds
+from repeval.validation import parse_float_list, parse_seeds
 
 app = typer.Typer(
     add_completion=False,
@@ -160,6 +161,8 @@ def probe(
     universality: bool = typer.Option(False, "--universality/--no-universality", help="Also measure universality."),
     head: str = typer.Option(_U.head, help=f"Universality head family, {one_of(UNIVERSALITY_HEADS)}."),
     n_random: int = typer.Option(_U.n_random, help="Random heads per task for --universality."),
+    optimal: str = typer.Option(_U.optimal, help=f"Universality's optimal head, {one_of(READINGS)} "
+                                "(see `repeval universality --help`)."),
     standardize: bool = typer.Option(False, "--standardize/--no-standardize", help="Standardise embeddings first."),
 ) -> None:
     """Freeze encoders, fit probes on their embeddings, write probe.json/.csv and plots."""
@@ -171,13 +174,13 @@ def probe(
     from repeval.probes.workflow import probe as run_probe_workflow
     from repeval.training.loop import resolve_device
 
-    measure = UniversalityConfig(n_random=n_random, head=head, standardize=standardize) if universality else None
+    measure = UniversalityConfig(n_random=n_random, head=head, optimal=optimal, standardize=standardize)
     if probe_dense_checkpoints(checkpoints, timm, out, device, classifiers, universality=universality, n_random=n_random, head=head,
-                    seed=config.seeds[0]):
+                               seed=config.seeds[0], optimal=optimal):
         return
     sources = encoder_sources(checkpoints, timm, pretrained_file, dataset, data_dir, data_option)
     maps = tuple(m for m, on in (("tsne", tsne), ("umap", umap)) if on)
-    run_probe_workflow(sources, config, out, maps=maps, max_points=max_points, universality=measure,
+    run_probe_workflow(sources, config, out, maps=maps, max_points=max_points, universality=measure if universality else None,
                        device=str(resolve_device(device)), batch_size=batch_size, use_cache=cache,
                        progress=progress_default() if progress is None else progress,
                        console=make_console())
@@ -190,9 +193,19 @@ def universality_command(
     head: str = typer.Option(_U.head, help=f"{one_of(UNIVERSALITY_HEADS)} (linear: convex, Theorem 1's setting)."),
     n_random: int = typer.Option(_U.n_random, help="Random heads per task."),
     hidden: int = typer.Option(_U.hidden, help="Hidden width of MLP heads."),
-    restarts: Optional[int] = typer.Option(None, help="L-BFGS restarts (default 1 linear, 3 mlp)."),
+    optimal: str = typer.Option(
+        _U.optimal, help=f"Reading of the optimal head, {one_of(READINGS)}. held-out (default): regularisation chosen "
+        "by k-fold CV on the training split, refitted, scored on the test split (or by its CV loss); gap = "
+        "mean_held-out L(sigma(y), random head) - mean_held-out L(y, optimal head): finite on separable embeddings. "
+        "train-fit: Definition 2 as written, gap = mean_train L(sigma(y), random) - min_psi mean_train L(y, psi): "
+        "0 optimum (flagged separable) when the classes separate."),
+    cv: int = typer.Option(_U.cv, help="held-out: cross-validation folds."),
+    l2_grid: Optional[str] = typer.Option(None, help="held-out: comma-separated L2 penalties to choose from "
+                                          "(default linear 1e1..1e-4, mlp 1e-1..1e-3, on standardised features)."),
+    max_epochs: int = typer.Option(_U.max_epochs, help="held-out: epoch limit of MLP fits (early stopping)."),
+    restarts: Optional[int] = typer.Option(None, help="train-fit: L-BFGS restarts (default 1 linear, 3 mlp)."),
     tol: float = typer.Option(_U.tol, help="Gradient-norm tolerance of the optimal head."),
-    l2: float = typer.Option(_U.l2, help="L2 penalty on the optimal head's weights (for separable embeddings)."),
+    l2: float = typer.Option(_U.l2, help="train-fit: fixed L2 penalty on the optimal head's weights."),
     standardize: bool = typer.Option(False, "--standardize/--no-standardize", help="Standardise embeddings first."),
     seed: int = typer.Option(0),
     timm: TimmName = None,
@@ -205,13 +218,15 @@ def universality_command(
 ) -> None:
     """Universality (paper Definition 2) and the gradient-norm proxy (Theorem 1) per task."""
     out = out or Path("runs") / f"universality-{time.strftime('%Y%m%d-%H%M%S')}"
-    check_output_dir(out)
     from repeval.probes.workflow import extract_all, universality_of
     from repeval.training.loop import resolve_device
 
-    config = UniversalityConfig(n_random=n_random, head=head, hidden=hidden, restarts=restarts, tol=tol,
-                                standardize=standardize, seed=seed, l2=l2)
-    if probe_dense_checkpoints(checkpoints, timm, out, device, None, universality=True, n_random=n_random, seed=seed, head=head):
+    config = UniversalityConfig(n_random=n_random, head=head, hidden=hidden, optimal=optimal, cv=cv,
+                                l2_grid=None if l2_grid is None else parse_float_list(l2_grid, "--l2-grid"),
+                                max_epochs=max_epochs, restarts=restarts, tol=tol, standardize=standardize, seed=seed, l2=l2)
+    check_output_dir(out)
+    if probe_dense_checkpoints(checkpoints, timm, out, device, None, universality=True, n_random=n_random, seed=seed,
+                               head=head, optimal=optimal, cv=cv):
         return
     sets = extract_all(encoder_sources(checkpoints, timm, pretrained_file, dataset, data_dir, data_option),
                        device=str(resolve_device(device)))

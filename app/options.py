@@ -91,7 +91,7 @@ def make_console():
 
 
 def probe_dense_checkpoints(checkpoints, timm_name, out: Path, device: str, classifiers: Optional[str], universality: bool,
-                            n_random: int, seed: int, head: str = "linear") -> bool:
+                            n_random: int, seed: int, head: str = "linear", optimal: str = "held-out", cv: int = 5) -> bool:
     """Dense checkpoints get the per-pixel linear probe (and universality) instead of the
     per-image suite, said in one line; returns whether they were handled here."""
     if timm_name is not None or not checkpoints:
@@ -116,7 +116,7 @@ def probe_dense_checkpoints(checkpoints, timm_name, out: Path, device: str, clas
     typer.echo(f"dense tasks: {per_image} do not apply; running a per-pixel linear probe on {PIXELS_PER_IMAGE} "
                "sampled pixels per image instead (see repeval.probes.dense)")
     rows, urows = write_dense_probe(dense, out, universality=universality, n_random=n_random, seed=seed,
-                                    device=str(resolve_device(device)))
+                                    device=str(resolve_device(device)), optimal=optimal, cv=cv)
     typer.echo(describe(rows))
     if urows:
         typer.echo(describe(urows))

@@ -11,6 +11,9 @@ from repeval.probes.registry import PROBES
 
 MAP_METHODS = ("tsne", "umap")  # 2-D maps of a representation
 HEADS = ("linear", "mlp", "trained")  # head families of the universality measure
+# Readings of the optimal head (probes/universality.py): chosen on held-out data (default), or
+# fitted to the training split as Definition 2 is written.
+READINGS = ("held-out", "train-fit")
 MAP_MAX_POINTS = 3000  # test samples drawn in a 2-D map
 EXTRACT_BATCH = 256  # images per forward pass when embeddings are extracted
 
@@ -46,9 +49,15 @@ class ProbeConfig:
 
 @dataclass(frozen=True)
 class UniversalityConfig:
+    """The options of `UniversalityMeasure` (see it for each), checked before any extraction."""
+
     n_random: int = 10
     head: str = "linear"
     hidden: int = HEAD_HIDDEN
+    optimal: str = "held-out"
+    cv: int = 5
+    l2_grid: tuple[float, ...] | None = None
+    max_epochs: int = 30
     restarts: int | None = None
     tol: float = 1e-4
     max_iter: int = 1000
@@ -64,6 +73,7 @@ class UniversalityConfig:
         """The `UniversalityMeasure` estimator these options describe (loads torch)."""
         from repeval.probes.universality import UniversalityMeasure
 
-        return UniversalityMeasure(n_random=self.n_random, head=self.head, hidden=self.hidden, restarts=self.restarts,
+        return UniversalityMeasure(n_random=self.n_random, head=self.head, hidden=self.hidden, optimal=self.optimal,
+                                   cv=self.cv, l2_grid=self.l2_grid, max_epochs=self.max_epochs, restarts=self.restarts,
                                    tol=self.tol, max_iter=self.max_iter, standardize=self.standardize,
                                    random_state=self.seed, l2=self.l2)

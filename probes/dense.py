@@ -43,11 +43,12 @@ def is_dense_checkpoint(path) -> bool:
 
 @dataclass
 class PixelSet:
-    """Features `[M, C]` of sampled pixels and each task's target at them (`[M]` class indices
-    or `[M, channels]` values)."""
+    """Features `[M, C]` of sampled pixels, each task's target at them (`[M]` class indices or
+    `[M, channels]` values) and the image each pixel came from (`[M]`: CV folds group by it)."""
 
     features: np.ndarray
     targets: list[np.ndarray]
+    images: np.ndarray | None = None
 
 
 @torch.inference_mode()
@@ -74,7 +75,9 @@ def sample_pixels(encoder: torch.nn.Module, dataset, spec: InputSpec, pixels_per
                 picked.append(torch.gather(flat, 2, index[:, None].expand(-1, flat.shape[1], -1)).transpose(1, 2)
                               .reshape(-1, flat.shape[1]).cpu())
         targets = [[p] for p in picked] if targets is None else [t + [p] for t, p in zip(targets, picked)]
-    return PixelSet(torch.cat(features).numpy(), [torch.cat(t).numpy() for t in targets])
+    features = torch.cat(features).numpy()
+    images = np.repeat(np.arange(len(features) // pixels_per_image), pixels_per_image)
+    return PixelSet(features, [torch.cat(t).numpy() for t in targets], images)
 
 
 def _as_image(values: np.ndarray) -> torch.Tensor:
@@ -123,11 +126,40 @@ def pixel_probe(kind: TaskKind, train: tuple[np.ndarray, np.ndarray], test: tupl
     return kind_metrics(kind, Xte @ W + b, yte)
 
 
-def regression_universality(kind: TaskKind, train, test, n_random: int = 10, seed: int = 0) -> dict:
-    """Gap between random linear heads and the optimal (least-squares) one on the kind's primary
-    metric, sigma = identity; on the training pixels and, with the same heads, the test pixels."""
+RIDGE_GRID = (1e3, 1e2, 1e1, 1e0, 1e-1, 1e-2)  # ridge penalties (sum of squares + alpha ||W||^2, standardised)
+
+
+def ridge_heldout_head(X: np.ndarray, Y: np.ndarray, groups: np.ndarray, cv: int = 5, seed: int = 0,
+                       grid: tuple[float, ...] = RIDGE_GRID) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The held-out optimal linear head of a regression kind: ridge on standardised features, its
+    penalty chosen by k-fold CV grouped by image (scikit-learn's GridSearchCV over GroupKFold),
+    refitted on all pixels and returned as (W `[C, out]`, b `[out]`) on the raw features."""
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import GridSearchCV, GroupKFold
+
+    mean, scale = X.mean(0), X.std(0) + 1e-12
+    Xs = (X.astype(np.float64) - mean) / scale
+    Y = Y.astype(np.float64).reshape(len(Y), -1)
+    search = GridSearchCV(Ridge(), {"alpha": list(grid)}, cv=GroupKFold(cv, shuffle=True, random_state=seed), scoring="neg_mean_squared_error").fit(Xs, Y, groups=groups)
+    ridge = search.best_estimator_
+    W = ridge.coef_.T / scale[:, None]
+    b = ridge.intercept_ - mean @ W
+    alpha = float(search.best_params_["alpha"])
+    edge = "strongest" if alpha == max(grid) else "weakest" if alpha == min(grid) else None
+    return W, b, {"l2": alpha, "edge": edge, "cv_mse": dict(zip(map(float, grid), (-search.cv_results_["mean_test_score"]).tolist()))}
+
+
+def regression_universality(kind: TaskKind, train, test, n_random: int = 10, seed: int = 0, optimal: str = "held-out",
+                            groups: np.ndarray | None = None, cv: int = 5) -> dict:
+    """Gap between random linear heads and the optimal one on the kind's primary metric, sigma =
+    identity; on the training pixels and, with the same heads, the test pixels. The optimal head
+    is the least-squares fit (train-fit) or the held-out ridge head (`ridge_heldout_head`)."""
     (Xtr, ytr), (Xte, yte) = train, test
-    W, b = least_squares_head(Xtr, ytr)
+    choice = None
+    if optimal == "held-out":
+        W, b, choice = ridge_heldout_head(Xtr, ytr, groups, cv, seed)
+    else:
+        W, b = least_squares_head(Xtr, ytr)
     sign = 1.0 if kind.directions[kind.primary] == "lower" else -1.0
     out = {}
     for split, X, y in (("train", Xtr, ytr), ("test", Xte, yte)):
@@ -143,13 +175,16 @@ def regression_universality(kind: TaskKind, train, test, n_random: int = 10, see
         gaps = sign * (np.asarray(randoms) - optimal)
         out[split] = {"optimal": optimal, "random_mean": float(np.mean(randoms)), "gap_mean": float(gaps.mean()),
                       "gap_std": float(gaps.std()), "universality": float(1 / gaps.mean()) if gaps.mean() > 0 else None}
+    out["choice"] = choice
     return out
 
 
 def dense_reports(paths: list, pixels_per_image: int = PIXELS_PER_IMAGE, seed: int = 0, universality: bool = False,
-                  n_random: int = 10, device: str = "cpu") -> tuple[list[dict], list[dict]]:
+                  n_random: int = 10, device: str = "cpu", optimal: str = "held-out",
+                  cv: int = 5) -> tuple[list[dict], list[dict]]:
     """Probe rows and (with `universality`) universality rows of dense checkpoints, one per
-    (checkpoint, task)."""
+    (checkpoint, task). Universality's CV folds group pixels by image. `gap_mean` is the
+    reading's headline gap (held-out: on the test pixels; train-fit: on the training pixels)."""
     probe_rows, universality_rows = [], []
     for path in paths:
         ckpt = load_checkpoint(path)
@@ -159,34 +194,45 @@ def dense_reports(paths: list, pixels_per_image: int = PIXELS_PER_IMAGE, seed: i
                  for name in ("train", "test")}
         for k, task in enumerate(bundle.tasks):
             kind = kind_of(task)
-            parts = {}
+            parts, images = {}, {}
             for name, pixels in split.items():
                 keep = valid_pixels(kind, pixels.targets[k])
                 parts[name] = (pixels.features[keep], pixels.targets[k][keep])
+                images[name] = pixels.images[keep]
             common = {"checkpoint": str(path), "dataset": bundle.name, "task": task.name, "kind": task.kind,
                       "pixels_per_image": pixels_per_image, "train_pixels": len(parts["train"][0]),
                       "test_pixels": len(parts["test"][0]), "seed": seed, "repeval_version": __version__}
             probe_rows.append({**common, "probe": "pixel-linear", **pixel_probe(kind, parts["train"], parts["test"], seed)})
             if not universality:
                 continue
+            common["optimal_reading"] = optimal
             if kind.target_is_index:
-                m = UniversalityMeasure(n_random=n_random, random_state=seed).fit(
-                    parts["train"][0], parts["train"][1], parts["test"][0], parts["test"][1], n_classes=kind.outputs)
+                m = UniversalityMeasure(n_random=n_random, random_state=seed, optimal=optimal, cv=cv).fit(
+                    parts["train"][0], parts["train"][1], parts["test"][0], parts["test"][1], n_classes=kind.outputs,
+                    groups=images["train"])
                 universality_rows.append({**common, "head": "linear", "metric": "cross-entropy (matched)",
-                                          "gap_mean": m.gap_mean_, "gap_std": m.gap_std_, "universality": m.universality_,
+                                          "optimal": m.optimal_["loss"], "optimal_loss_source": m.optimal_["loss_source"],
+                                          "l2": m.optimal_["l2"], "l2_edge": m.optimal_.get("edge"),
+                                          "gap_mean": m.gap_mean_, "gap_std": m.gap_std_, "gap_ci_low": m.gap_ci_[0],
+                                          "gap_ci_high": m.gap_ci_[1], "universality": m.universality_,
                                           "test_gap_mean": m.test_["gap_mean"], "test_universality": m.test_["universality"]})
             else:
-                r = regression_universality(kind, parts["train"], parts["test"], n_random, seed)
+                r = regression_universality(kind, parts["train"], parts["test"], n_random, seed, optimal, images["train"], cv)
+                headline = r["test"] if optimal == "held-out" else r["train"]
+                choice = r["choice"] or {}
                 universality_rows.append({**common, "head": "linear", "metric": kind.primary,
-                                          "optimal": r["train"]["optimal"], "random_mean": r["train"]["random_mean"],
-                                          "gap_mean": r["train"]["gap_mean"], "gap_std": r["train"]["gap_std"],
-                                          "universality": r["train"]["universality"], "test_gap_mean": r["test"]["gap_mean"],
+                                          "optimal": headline["optimal"], "random_mean": headline["random_mean"],
+                                          "optimal_loss_source": "test" if optimal == "held-out" else "train",
+                                          "l2": choice.get("l2"), "l2_edge": choice.get("edge"), "cv_mse": choice.get("cv_mse"),
+                                          "gap_mean": headline["gap_mean"], "gap_std": headline["gap_std"],
+                                          "universality": headline["universality"], "test_gap_mean": r["test"]["gap_mean"],
                                           "test_universality": r["test"]["universality"]})
     return probe_rows, universality_rows
 
 
 def write_dense_probe(paths: list, out_dir, universality: bool = False, n_random: int = 10, seed: int = 0,
-                      pixels_per_image: int = PIXELS_PER_IMAGE, device: str = "cpu") -> tuple[list[dict], list[dict]]:
+                      pixels_per_image: int = PIXELS_PER_IMAGE, device: str = "cpu", optimal: str = "held-out",
+                      cv: int = 5) -> tuple[list[dict], list[dict]]:
     """`dense_reports`, written as probe.json (and universality.json) under `out_dir`."""
     from pathlib import Path
 
@@ -194,12 +240,13 @@ def write_dense_probe(paths: list, out_dir, universality: bool = False, n_random
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, urows = dense_reports(paths, pixels_per_image, seed, universality, n_random, device)
+    rows, urows = dense_reports(paths, pixels_per_image, seed, universality, n_random, device, optimal, cv)
     provenance = {"command": "repeval probe (dense checkpoints: per-pixel linear probe)", "pixels_per_image": pixels_per_image,
                   "seed": seed, "checkpoints": [str(p) for p in paths], "repeval_version": __version__}
     atomic_json({"repeval_version": __version__, "provenance": provenance, "rows": rows}, out_dir / "probe.json")
     if universality:
-        atomic_json({"repeval_version": __version__, "provenance": {**provenance, "n_random": n_random}, "rows": urows},
+        atomic_json({"format": 2, "repeval_version": __version__,
+                     "provenance": {**provenance, "n_random": n_random, "optimal": optimal, "cv": cv}, "rows": urows},
                     out_dir / "universality.json")
     return rows, urows
 

@@ -1,8 +1,23 @@
 """The universality of an encoder (Definition 2 and Theorem 1 of arXiv 2409.16651), measured.
 
-For a task with frozen embeddings z_i and labels y_i (classes 0..C-1):
-- optimal head psi*: fitted to convergence on the training embeddings (full-batch L-BFGS, seeded
-  restarts, lowest training loss kept, stopped on the L2 norm of the mean-loss gradient);
+For a task with frozen embeddings z_i and labels y_i (classes 0..C-1), two readings of the
+optimal head psi* (`optimal=`):
+- "held-out" (default): psi* is the head of the family with the lowest *expected* loss. Its L2
+  penalty (and, for MLP heads, its number of epochs) is chosen by k-fold cross-validation on the
+  training embeddings, it is refitted on the whole training split and scored on data it never
+  saw (`repeval.probes.heldout`). Random heads are scored on the same held-out data:
+      gap = mean_{i in H} L(sigma(y_i), psi^Delta(z_i)) - mean_{i in H} L(y_i, psi*(z_i)),
+  H = the test split when there is one; without one, the random heads' loss on the training
+  split (which they never learned from) minus psi*'s cross-validated loss. The gap is finite on
+  separable embeddings, and a negative gap means random heads really do as well as the best.
+- "train-fit" (the definition as written): psi* is fitted to convergence on the training
+  embeddings (full-batch L-BFGS, seeded restarts, lowest training loss kept, stopped on the L2
+  norm of the mean-loss gradient, optional fixed `l2`), and
+      gap = mean_{i in train} L(sigma(y_i), psi^Delta(z_i)) - min_psi mean_{i in train} L(y_i, psi(z_i)).
+  On separable embeddings the minimum is 0 at infinite weights (flagged `separable`), and the
+  gap is then the random heads' loss alone, a function of the embedding's scale.
+
+The rest is shared:
 - random heads psi^Delta: the same architecture with PyTorch's default initialisation (as DGR's
   dummy heads), `n_random` seeded draws;
 - class-permutation matching: the paper writes the min over sigma inside the sum over samples,
@@ -14,6 +29,11 @@ For a task with frozen embeddings z_i and labels y_i (classes 0..C-1):
   not the paper's sums, so datasets of different size compare;
 - Theorem 1's proxy || grad_theta^Delta sum_i L(y_i, psi^Delta(z_i)) ||_F (true labels, summed
   as in eq. 4) for every random head, and its Spearman correlation with the gap across heads.
+
+Spread: `gap_std_` over random-head draws; with the held-out reading also over CV folds
+(`gap_fold_std_`: the std of the folds' validation losses of psi*), combined into a normal 95 %
+interval `gap_ci_` = mean +- 1.96 sqrt(s_random^2 / R + s_folds^2 / k). Across training seeds the
+paired statistics of `repeval.stats` apply to the gaps unchanged.
 
 On a test split the permutation found on the training split is applied (no re-matching), and
 the optimal head is the one fitted on training.
@@ -42,6 +62,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,10 +72,11 @@ from scipy.optimize import linear_sum_assignment
 from scipy.stats import spearmanr
 from sklearn.base import BaseEstimator
 
-from repeval.errors import check_choice, check_number
+from repeval.errors import InvalidChoiceError, check_choice, check_number
 from repeval.defaults import HEAD_HIDDEN
 from repeval.heads import head_logits, head_params, mlp_head  # noqa: F401 - head_logits is part of this API
-from repeval.probes.config import HEADS
+from repeval.probes.config import HEADS, READINGS
+from repeval.probes.heldout import DEFAULT_GRIDS, fit_linear_heldout, fit_mlp_heldout, fold_masks, mlp_logits, stack_mlp_heads
 
 
 
@@ -207,6 +229,11 @@ def evaluate_head(z: torch.Tensor, y: np.ndarray, params: list[torch.Tensor], n_
     """
     with torch.no_grad():
         log_probs = F.log_softmax(head_logits(z, params), dim=1).cpu().numpy()
+    return matched_losses(log_probs, y, n_classes, sigma)
+
+
+def matched_losses(log_probs: np.ndarray, y: np.ndarray, n_classes: int, sigma: np.ndarray | None = None) -> dict:
+    """`evaluate_head` from a head's log-probabilities `[N, C]`."""
     n = len(y)
     cost = matching_cost(log_probs, y, n_classes)
     if sigma is None:
@@ -230,42 +257,58 @@ class UniversalityMeasure(BaseEstimator):
         Head family (see the module docstring). "trained" needs `trained_head` in `fit`.
     hidden : int, default=64
         Hidden width of MLP heads (the authors' task heads used 64).
+    optimal : {"held-out", "train-fit"}, default="held-out"
+        Reading of the optimal head (module docstring). "held-out" is finite and comparable on
+        the separable embeddings real encoders produce; "train-fit" is Definition 2 as written.
+    cv : int, default=5
+        Folds of the held-out reading's cross-validation.
+    l2_grid : tuple of float or None, default=None
+        Penalties the held-out reading chooses from (on standardised features); None: the
+        family's default grid (`repeval.probes.heldout.DEFAULT_GRIDS`).
+    max_epochs : int, default=30
+        Epoch limit of the held-out MLP fits (early stopping picks the epoch).
     restarts : int or None, default=None
-        Seeded L-BFGS restarts for the optimal head; None: 1 for "linear" (convex), 3 for "mlp".
+        Train-fit reading: seeded L-BFGS restarts; None: 1 for "linear" (convex), 3 for "mlp".
     tol : float, default=1e-4
-        Stop when the L2 norm of the optimal head's mean-loss gradient is <= tol.
+        Stop when the L2 norm of the optimal head's objective gradient is <= tol (L-BFGS fits).
     max_iter : int, default=1000
-        L-BFGS iterations per restart.
+        L-BFGS iterations per fit.
     standardize : bool, default=False
-        Standardise embeddings with training statistics before everything.
+        Standardise embeddings with training statistics before everything (random heads too).
     random_state : int, default=0
     l2 : float, default=0.0
-        L2 penalty (l2 / 2)||W||^2 on the optimal head's weight matrices while it is fitted (off by
-        default, as in the paper). For separable embeddings, where the unpenalised optimum has
-        zero loss at infinite weights; recorded in `optimal_`.
+        Train-fit reading only: a fixed L2 penalty (l2 / 2)||W||^2 on the optimal head's weight
+        matrices while it is fitted (off by default, as in the paper).
 
     Attributes (after `fit`)
     ----------
-    n_classes_, optimal_ (dict: loss, accuracy, weight_norm, separable, ...), separable_, random_ (list of dicts, one per random head), stored_ (same
-    for `stored_heads`), gap_mean_, gap_std_, universality_mean_, universality_std_,
-    universality_ (1 / gap_mean_), spearman_ (rho, p-value of proxy vs gap over random heads),
-    test_ (dict, when test arrays are given).
+    n_classes_, optimal_ (dict: reading, loss, loss_source, ...), separable_ (train-fit reading;
+    None under held-out), random_ (list of dicts, one per random head), stored_ (same for
+    `stored_heads`), gap_mean_, gap_std_, gap_fold_std_, gap_ci_, universality_mean_,
+    universality_std_, universality_ (1 / gap_mean_), spearman_ (rho, p-value of proxy vs gap over
+    random heads), heldout_ (HeldOutFit, held-out reading), test_ (dict, when test arrays are given).
 
     Examples
     --------
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> z = rng.normal(size=(200, 8)); y = (z[:, 0] > 0).astype(int)
-    >>> m = UniversalityMeasure(n_random=3, restarts=1).fit(z, y)
-    >>> m.gap_mean_ > 0
-    True
+    >>> m = UniversalityMeasure(n_random=3, cv=3).fit(z, y)
+    >>> m.gap_mean_ > 0, m.optimal_["loss_source"]
+    (True, 'cv')
     """
 
-    def __init__(self, n_random: int = 10, head: str = "linear", hidden: int = HEAD_HIDDEN, restarts: int | None = None, tol: float = 1e-4,
-                 max_iter: int = 1000, standardize: bool = False, random_state: int = 0, l2: float = 0.0):
+    def __init__(self, n_random: int = 10, head: str = "linear", hidden: int = HEAD_HIDDEN, optimal: str = "held-out",
+                 cv: int = 5, l2_grid: tuple[float, ...] | None = None, max_epochs: int = 30,
+                 restarts: int | None = None, tol: float = 1e-4, max_iter: int = 1000, standardize: bool = False,
+                 random_state: int = 0, l2: float = 0.0):
         self.n_random = n_random
         self.head = head
         self.hidden = hidden
+        self.optimal = optimal
+        self.cv = cv
+        self.l2_grid = l2_grid
+        self.max_epochs = max_epochs
         self.restarts = restarts
         self.tol = tol
         self.max_iter = max_iter
@@ -278,15 +321,29 @@ class UniversalityMeasure(BaseEstimator):
         check_number(owner, "n_random", self.n_random, kind=int, low=1)
         check_choice(owner, "head", self.head, HEADS)
         check_number(owner, "hidden", self.hidden, kind=int, low=1)
+        check_choice(owner, "optimal", self.optimal, READINGS)
+        check_number(owner, "cv", self.cv, kind=int, low=2)
+        if self.l2_grid is not None:
+            if not isinstance(self.l2_grid, (tuple, list)) or not self.l2_grid:
+                raise InvalidChoiceError(f"The 'l2_grid' parameter of {owner} must be a non-empty list of floats >= 0. "
+                                         f"Got {self.l2_grid!r} instead.")
+            for value in self.l2_grid:
+                check_number(owner, "l2_grid", value, low=0.0)
+        check_number(owner, "max_epochs", self.max_epochs, kind=int, low=1)
         if self.restarts is not None:
             check_number(owner, "restarts", self.restarts, kind=int, low=1)
         check_number(owner, "tol", self.tol, low=0.0, low_open=True)
         check_number(owner, "max_iter", self.max_iter, kind=int, low=1)
         check_number(owner, "l2", self.l2, low=0.0)
+        if self.l2 > 0 and self.optimal == "held-out":
+            raise InvalidChoiceError(f"The 'l2' parameter of {owner} fixes the train-fit reading's penalty; the held-out "
+                                     f"reading chooses it from 'l2_grid'. Got l2={self.l2!r} with optimal='held-out'.")
 
     def fit(self, X, y, X_test=None, y_test=None, n_classes: int | None = None,
-            stored_heads: list[list[torch.Tensor]] | None = None, trained_head: list[torch.Tensor] | None = None):
-        """Measure universality of embeddings `X` `[N, D]` for labels `y` `[N]`."""
+            stored_heads: list[list[torch.Tensor]] | None = None, trained_head: list[torch.Tensor] | None = None,
+            groups=None):
+        """Measure universality of embeddings `X` `[N, D]` for labels `y` `[N]`. `groups` `[N]`
+        (e.g. the image of each pixel) keeps a group on one side of every CV split."""
         self._validate()
         X, y = np.asarray(X), np.asarray(y, dtype=np.int64)
         if X.ndim != 2 or len(X) != len(y):
@@ -294,47 +351,36 @@ class UniversalityMeasure(BaseEstimator):
         if self.head == "trained" and trained_head is None:
             raise ValueError("head='trained' needs the checkpoint's head: pass trained_head=[w1, b1, w2, b2]")
         self.n_classes_ = int(n_classes or y.max() + 1)
+        # Random heads are scored in the embeddings' own precision: float32 features (an
+        # encoder's) carry no more digits, and float32 products are twice as fast.
+        self._head_dtype = torch.float32 if X.dtype == np.float32 else torch.float64
         if self.standardize:
             self.mean_, self.scale_ = X.mean(0), X.std(0) + 1e-12
         z, yt = self._tensor(X), torch.from_numpy(y)
+        test = None if X_test is None else (self._tensor(np.asarray(X_test)), np.asarray(y_test, dtype=np.int64))
         family = "linear" if self.head == "linear" else "mlp"
-
+        self.heldout_ = None
         if self.head == "trained":
-            params = [p.detach().to(torch.float64) for p in trained_head]
-            with torch.no_grad():
-                loss = float(F.cross_entropy(head_logits(z, params), yt))
-            optimal = OptimalHead(params, loss, gradient_norm(z, yt, params, "mean"), False, 0, [loss])
+            self._fit_trained(z, yt, [p.detach().to(torch.float64) for p in trained_head], test)
+        elif self.optimal == "train-fit":
+            self._fit_train(z, yt, family)
         else:
-            restarts = self.restarts or (1 if family == "linear" else 3)
-            optimal = fit_optimal_head(z, yt, family, self.hidden, self.n_classes_, restarts, self.tol,
-                                       self.max_iter, self.random_state, self.l2)
-        self.optimal_head_ = optimal.params
-        with torch.no_grad():
-            accuracy = float((head_logits(z, optimal.params).argmax(1) == yt).double().mean())
-        # Separable: the optimum's loss is (nearly) zero, or it classifies every sample and the
-        # stopping rule caught it still growing its weights (not converged).
-        self.separable_ = optimal.loss < SEPARABLE_LOSS or (accuracy == 1.0 and not optimal.converged)
-        self.optimal_ = {"loss": optimal.loss, "grad_norm": optimal.grad_norm, "tol": self.tol,
-                         "converged": optimal.converged, "n_iter": optimal.n_iter,
-                         "restart_losses": optimal.restart_losses, "head": self.head, "l2": self.l2,
-                         "accuracy": accuracy, "separable": self.separable_,
-                         "weight_norm": float(torch.sqrt(sum((w * w).sum() for w in optimal.params[0::2])))}
-
-        def measure(params):
-            row = evaluate_head(z, y, params, self.n_classes_)
-            row["gap"] = row["matched_loss"] - optimal.loss
-            row["universality"] = 1.0 / row["gap"] if row["gap"] > 0 else math.inf
-            row["proxy"] = gradient_norm(z, yt, params, reduction="sum")
-            return row
+            self._fit_heldout(z, yt, family, test, None if groups is None else np.asarray(groups))
 
         heads = [init_head(family, X.shape[1], self.hidden, self.n_classes_, self.random_state + 1 + j)
                  for j in range(self.n_random)]
         self.random_heads_ = heads
-        self.random_ = [measure(p) for p in heads]
+        self.random_ = self._measure_heads(z, y, heads, test)
+        random_test_rows = self._test_rows
         # Stored dummy heads are always MLPs (DGR's predictor architecture), whatever the family.
-        self.stored_ = [measure([t.to(torch.float64) for t in p]) for p in (stored_heads or [])]
+        self.stored_ = self._measure_heads(z, y, [[t.to(torch.float64) for t in p] for p in (stored_heads or [])], test)
         gaps = np.array([r["gap"] for r in self.random_])
         self.gap_mean_, self.gap_std_ = float(gaps.mean()), float(gaps.std())
+        folds = self.optimal_.get("fold_losses") or []
+        self.gap_fold_std_ = float(np.std(folds, ddof=1)) if len(folds) > 1 else 0.0
+        spread = gaps.std(ddof=1) if len(gaps) > 1 else 0.0
+        half = 1.96 * math.sqrt(spread ** 2 / len(gaps) + (self.gap_fold_std_ ** 2 / len(folds) if folds else 0.0))
+        self.gap_ci_ = (self.gap_mean_ - half, self.gap_mean_ + half)
         universality = 1.0 / gaps
         self.universality_mean_, self.universality_std_ = float(universality.mean()), float(universality.std())
         self.universality_ = 1.0 / self.gap_mean_
@@ -344,20 +390,135 @@ class UniversalityMeasure(BaseEstimator):
             self.spearman_ = (float(rho), float(p))
         else:
             self.spearman_ = (math.nan, math.nan)
-        self.test_ = None if X_test is None else self._test(np.asarray(X_test), np.asarray(y_test, dtype=np.int64))
+        self.test_ = None if test is None else self._test(*test, random_test_rows)
         return self
+
+    # ---- the optimal head, by reading ----
+
+    def _fit_train(self, z: torch.Tensor, yt: torch.Tensor, family: str) -> None:
+        restarts = self.restarts or (1 if family == "linear" else 3)
+        optimal = fit_optimal_head(z, yt, family, self.hidden, self.n_classes_, restarts, self.tol,
+                                   self.max_iter, self.random_state, self.l2)
+        self.optimal_head_ = optimal.params
+        accuracy = self._accuracy(z, yt, optimal.params)
+        # Separable: the optimum's loss is (nearly) zero, or it classifies every sample and the
+        # stopping rule caught it still growing its weights (not converged).
+        self.separable_ = optimal.loss < SEPARABLE_LOSS or (accuracy == 1.0 and not optimal.converged)
+        self.optimal_ = {"reading": "train-fit", "loss": optimal.loss, "loss_source": "train",
+                         "train_loss": optimal.loss, "grad_norm": optimal.grad_norm, "tol": self.tol,
+                         "converged": optimal.converged, "n_iter": optimal.n_iter,
+                         "restart_losses": optimal.restart_losses, "head": self.head, "l2": self.l2,
+                         "accuracy": accuracy, "separable": self.separable_, "weight_norm": _weight_norm(optimal.params)}
+
+    def _fit_trained(self, z, yt, params, test) -> None:
+        """The checkpoint's head as psi*: scored on the test split when there is one (it never
+        saw it), else on training (then the reading is train-fit's)."""
+        self.optimal_head_ = params
+        with torch.no_grad():
+            train_loss = float(F.cross_entropy(head_logits(z, params), yt))
+        source, loss = "train", train_loss
+        if test is not None and self.optimal == "held-out":
+            source, loss = "test", self._loss(test[0], test[1], params)
+        self.separable_ = None
+        self.optimal_ = {"reading": self.optimal, "loss": loss, "loss_source": source, "train_loss": train_loss,
+                         "grad_norm": gradient_norm(z, yt, params, "mean"), "converged": False, "n_iter": 0,
+                         "restart_losses": [train_loss], "head": "trained", "l2": None,
+                         "accuracy": self._accuracy(z, yt, params), "weight_norm": _weight_norm(params)}
+
+    def _fit_heldout(self, z, yt, family: str, test, groups) -> None:
+        grid = tuple(self.l2_grid) if self.l2_grid is not None else DEFAULT_GRIDS[family]
+        masks = fold_masks(yt.numpy(), self.cv, self.random_state, groups)
+        if family == "linear":
+            fit = fit_linear_heldout(z, yt, self.n_classes_, grid, masks, self.tol, self.max_iter)
+        else:
+            fit = fit_mlp_heldout(z, yt, self.n_classes_, self.hidden, grid, masks, self.max_epochs, seed=self.random_state)
+        if fit.edge:
+            warnings.warn(f"universality: the held-out optimal {family} head's choice sits on the grid's edge "
+                          f"({fit.edge}: l2 {fit.l2:g}{'' if fit.epochs is None else f', {fit.epochs} epochs'}); "
+                          f"pass a wider l2_grid (or more max_epochs)", stacklevel=3)
+        self.heldout_, self.optimal_head_ = fit, fit.params
+        with torch.no_grad():
+            train_loss = float(F.cross_entropy(head_logits(z, fit.params), yt))
+        source, loss = "cv", fit.cv_loss
+        if test is not None:
+            source, loss = "test", self._loss(test[0], test[1], fit.params)
+        self.separable_ = None
+        self.optimal_ = {"reading": "held-out", "loss": loss, "loss_source": source, "train_loss": train_loss,
+                         "cv_loss": fit.cv_loss, "fold_losses": fit.fold_losses, "head": self.head, "l2": fit.l2,
+                         "epochs": fit.epochs, "edge": fit.edge, "folds": self.cv, "grid": fit.grid,
+                         "accuracy": self._accuracy(z, yt, fit.params), "weight_norm": _weight_norm(fit.params),
+                         "seconds": fit.seconds}
+
+    # ---- heads on the data ----
+
+    def _measure_heads(self, z, y: np.ndarray, heads: list[list[torch.Tensor]], test) -> list[dict]:
+        """Each head's matched loss on training (its permutation chosen there), the proxy, and its
+        gap on the reading's held-out data (test; or training for CV and train-fit). The heads
+        share one stacked forward and one backward (their losses are independent)."""
+        if not heads:
+            return []
+        dtype = self._head_dtype
+        stacked = stack_mlp_heads(heads) if len(heads[0]) == 4 else [torch.stack(ps) for ps in zip(*heads)]
+        params = [t.to(dtype).requires_grad_(True) for t in stacked]
+        yt = torch.from_numpy(y)
+        log_probs = F.log_softmax(_stacked_logits(z.to(dtype), params), dim=-1)  # [R, N, C]
+        summed = -log_probs.gather(-1, yt.view(1, -1, 1).expand(len(heads), -1, 1)).sum()
+        grads = torch.autograd.grad(summed, params)  # heads are independent: each block is its own gradient
+        if len(grads) == 4:  # the stacked W1 is [D, R, H]: heads on its second axis
+            grads = (grads[0].transpose(0, 1), *grads[1:])
+        proxies = torch.sqrt(sum((g.double() ** 2).flatten(1).sum(1) for g in grads)).tolist()
+        test_log_probs = None
+        if self.optimal_["loss_source"] == "test":
+            with torch.no_grad():
+                test_log_probs = F.log_softmax(_stacked_logits(test[0].to(dtype), [p.detach() for p in params]), dim=-1)
+                test_log_probs = test_log_probs.double().numpy()
+        rows, self._test_rows = [], []
+        for j, log_p in enumerate(log_probs.detach().double().numpy()):
+            row = matched_losses(log_p, y, self.n_classes_)
+            row["proxy"] = proxies[j]
+            scored = row["matched_loss"]
+            if test_log_probs is not None:
+                self._test_rows.append(matched_losses(test_log_probs[j], test[1], self.n_classes_, np.array(row["permutation"])))
+                scored = row["heldout_matched_loss"] = self._test_rows[-1]["matched_loss"]
+            row["gap"] = scored - self.optimal_["loss"]
+            row["universality"] = 1.0 / row["gap"] if row["gap"] > 0 else math.inf
+            rows.append(row)
+        return rows
+
+    def _loss(self, z, y: np.ndarray, params) -> float:
+        with torch.no_grad():
+            return float(F.cross_entropy(head_logits(z, params), torch.from_numpy(y)))
+
+    @staticmethod
+    def _accuracy(z, yt, params) -> float:
+        with torch.no_grad():
+            return float((head_logits(z, params).argmax(1) == yt).double().mean())
 
     def _tensor(self, X: np.ndarray) -> torch.Tensor:
         if self.standardize:
             X = (X - self.mean_) / self.scale_
         return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64))
 
-    def _test(self, X: np.ndarray, y: np.ndarray) -> dict:
-        z = self._tensor(X)
-        with torch.no_grad():
-            optimal = float(F.cross_entropy(head_logits(z, self.optimal_head_), torch.from_numpy(y)))
-        rows = [evaluate_head(z, y, p, self.n_classes_, sigma=np.array(r["permutation"]))
-                for p, r in zip(self.random_heads_, self.random_)]
+    def _test(self, z: torch.Tensor, y: np.ndarray, rows: list[dict]) -> dict:
+        """The test split's gaps (both readings): the optimal head's test loss, and the random
+        heads' (scored there already under held-out) with their training permutations."""
+        optimal = self.optimal_["loss"] if self.optimal_["loss_source"] == "test" else self._loss(z, y, self.optimal_head_)
+        rows = rows or [evaluate_head(z, y, p, self.n_classes_, sigma=np.array(r["permutation"]))
+                        for p, r in zip(self.random_heads_, self.random_)]
         gaps = np.array([r["matched_loss"] - optimal for r in rows])
         return {"optimal_loss": optimal, "random": rows, "gap_mean": float(gaps.mean()),
                 "gap_std": float(gaps.std()), "universality": float(1.0 / gaps.mean()) if gaps.mean() > 0 else math.inf}
+
+
+def _stacked_logits(z: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+    """`head_logits` of R stacked heads, `[R, N, C]`, with one matrix product for all first
+    layers (R separate products of a few columns each run far below the BLAS's speed)."""
+    if len(params) == 2:
+        w, b = params
+        r, c, d = w.shape
+        return ((z @ w.reshape(r * c, d).T).view(-1, r, c) + b).transpose(0, 1)
+    return mlp_logits(z, params).transpose(0, 1)
+
+
+def _weight_norm(params: list[torch.Tensor]) -> float:
+    return float(torch.sqrt(sum((w * w).sum() for w in params[0::2])))

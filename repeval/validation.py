@@ -120,6 +120,21 @@ def parse_int_list(text: str, option: str) -> tuple[int, ...]:
         raise InvalidChoiceError(f"{option} must be a comma list of integers; got {text!r}") from None
 
 
+def parse_float_list(text: str, option: str) -> tuple[float, ...]:
+    """`"1e-2,1e-3"` -> (0.01, 0.001); empty items and non-numbers are errors.
+
+    >>> parse_float_list("1e-2, 0.1", "--l2-grid")
+    (0.01, 0.1)
+    """
+    items = [s.strip() for s in text.split(",")]
+    if not text.strip() or any(not s for s in items):
+        raise InvalidChoiceError(f"{option} must be a comma list of numbers with no empty item; got {text!r}")
+    try:
+        return tuple(float(s) for s in items)
+    except ValueError:
+        raise InvalidChoiceError(f"{option} must be a comma list of numbers; got {text!r}") from None
+
+
 def parse_seeds(text: str, option: str = "--seeds") -> tuple[int, ...]:
     seeds = parse_int_list(text, option)
     for seed in seeds:

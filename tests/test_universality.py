@@ -75,7 +75,7 @@ def spread_and_hidden(seed=0, n=600, d=16, c=4):
 @pytest.mark.parametrize(("head", "margin"), [("linear", 0.2), ("mlp", 0.05)])
 def test_information_a_random_head_cannot_see_gives_a_larger_gap(head, margin):
     spread, hidden, y = spread_and_hidden()
-    kw = dict(n_random=8, head=head, hidden=16, standardize=True, tol=1e-3, max_iter=300)
+    kw = dict(n_random=8, head=head, hidden=16, standardize=True, tol=1e-3, max_iter=300, optimal="train-fit")
     s = UniversalityMeasure(**kw).fit(spread, y)
     h = UniversalityMeasure(**kw).fit(hidden, y)
     assert s.optimal_["loss"] < 0.05 and h.optimal_["loss"] < 0.05  # both fully informative to psi*
@@ -102,7 +102,8 @@ def test_embeddings_without_label_information_have_a_small_gap_and_a_bad_optimum
 def test_optimal_head_converges_and_beats_every_random_head(head, tol):
     good, y = informative(n=300)
     y = np.where(np.random.default_rng(3).random(len(y)) < 0.15, (y + 1) % 4, y)  # no separable data: a finite optimum
-    m = UniversalityMeasure(n_random=8, head=head, hidden=8, tol=tol, max_iter=2000, standardize=True).fit(good, y)
+    m = UniversalityMeasure(n_random=8, head=head, hidden=8, tol=tol, max_iter=2000, standardize=True,
+                            optimal="train-fit").fit(good, y)
     assert m.optimal_["converged"] and m.optimal_["grad_norm"] <= tol
     assert all(m.optimal_["loss"] <= r["matched_loss"] for r in m.random_)
     assert all(r["gap"] > 0 for r in m.random_)
@@ -111,7 +112,8 @@ def test_optimal_head_converges_and_beats_every_random_head(head, tol):
 def test_a_stalled_fit_is_reported_not_converged():
     good, y = informative(n=300)
     y = np.where(np.random.default_rng(3).random(len(y)) < 0.15, (y + 1) % 4, y)
-    m = UniversalityMeasure(n_random=1, head="mlp", hidden=8, tol=1e-9, max_iter=100_000, standardize=True).fit(good, y)
+    m = UniversalityMeasure(n_random=1, head="mlp", hidden=8, tol=1e-9, max_iter=100_000, standardize=True,
+                            optimal="train-fit").fit(good, y)
     assert not m.optimal_["converged"] and m.optimal_["grad_norm"] > 1e-9
     assert m.optimal_["n_iter"] < 100_000  # stopped when L-BFGS stopped moving
 
@@ -204,11 +206,11 @@ def test_separable_embeddings_are_flagged_and_an_l2_penalty_keeps_the_optimum_fi
     y = rng.integers(0, 3, 300)
     separable = rng.normal(size=(300, 6)) * 0.3 + 4.0 * np.eye(3, 6)[y]  # classes far apart
     overlapping = rng.normal(size=(300, 6)) + 0.3 * np.eye(3, 6)[y]
-    free = UniversalityMeasure(n_random=3).fit(separable, y)
+    free = UniversalityMeasure(n_random=3, optimal="train-fit").fit(separable, y)
     assert free.separable_ and free.optimal_["accuracy"] == 1.0 and free.optimal_["loss"] < 1e-2
-    assert not UniversalityMeasure(n_random=3).fit(overlapping, y).separable_
+    assert not UniversalityMeasure(n_random=3, optimal="train-fit").fit(overlapping, y).separable_
 
-    penalised = UniversalityMeasure(n_random=3, l2=1e-2).fit(separable, y)
+    penalised = UniversalityMeasure(n_random=3, l2=1e-2, optimal="train-fit").fit(separable, y)
     assert penalised.optimal_["l2"] == 1e-2 and penalised.optimal_["converged"]
     assert penalised.optimal_["weight_norm"] < free.optimal_["weight_norm"]
     assert penalised.optimal_["loss"] > free.optimal_["loss"]  # the plain loss of a smaller head
@@ -218,4 +220,4 @@ def test_separable_embeddings_are_flagged_and_an_l2_penalty_keeps_the_optimum_fi
     grad_w, = torch.autograd.grad(torch.nn.functional.cross_entropy(z @ w.T + b, torch.from_numpy(y)), w)
     torch.testing.assert_close(grad_w, -1e-2 * w.detach(), rtol=0, atol=2e-4)
     with pytest.raises(InvalidChoiceError, match="'l2' parameter of UniversalityMeasure must be a finite float >= 0.0"):
-        UniversalityMeasure(l2=-1.0).fit(separable, y)
+        UniversalityMeasure(l2=-1.0, optimal="train-fit").fit(separable, y)
