@@ -142,8 +142,9 @@ def ridge_heldout_head(X: np.ndarray, Y: np.ndarray, groups: np.ndarray, cv: int
     Y = Y.astype(np.float64).reshape(len(Y), -1)
     search = GridSearchCV(Ridge(), {"alpha": list(grid)}, cv=GroupKFold(cv, shuffle=True, random_state=seed), scoring="neg_mean_squared_error").fit(Xs, Y, groups=groups)
     ridge = search.best_estimator_
-    W = ridge.coef_.T / scale[:, None]
-    b = ridge.intercept_ - mean @ W
+    outputs = Y.shape[1]  # scikit-learn drops the target axis of a one-column Y
+    W = np.reshape(ridge.coef_, (outputs, -1)).T / scale[:, None]
+    b = np.reshape(ridge.intercept_, (outputs,)) - mean @ W
     alpha = float(search.best_params_["alpha"])
     edge = "strongest" if alpha == max(grid) else "weakest" if alpha == min(grid) else None
     return W, b, {"l2": alpha, "edge": edge, "cv_mse": dict(zip(map(float, grid), (-search.cv_results_["mean_test_score"]).tolist()))}

@@ -29,10 +29,25 @@ def test_regression_universality_on_perfectly_linear_depth():
     X = rng.normal(size=(300, 4))
     depth = X @ np.array([0.3, -0.2, 0.1, 0.05]) + 2.0
     kind = kind_of(TaskSpec("depth", 1, kind="depth"))
-    r = regression_universality(kind, (X, depth[:, None]), (X, depth[:, None]), n_random=4)
+    r = regression_universality(kind, (X, depth[:, None]), (X, depth[:, None]), n_random=4, optimal="train-fit")
     assert r["train"]["optimal"] == pytest.approx(0.0, abs=1e-6)  # predictions are scored in float32
     assert r["train"]["gap_mean"] == pytest.approx(r["train"]["random_mean"], rel=1e-6)
     assert r["train"]["universality"] == pytest.approx(1 / r["train"]["gap_mean"])
+
+
+def test_held_out_regression_head_is_ridge_chosen_on_image_grouped_folds():
+    """Noisy linear depth, 30 images of 10 pixels: the CV-chosen ridge head (refitted) scores
+    close to the noise floor on fresh pixels, and its choice is recorded."""
+    rng = np.random.default_rng(2)
+    X, X_test = rng.normal(size=(300, 6)), rng.normal(size=(300, 6))
+    w = rng.normal(size=6)
+    depth, depth_test = X @ w + 3.0 + rng.normal(0, 0.1, 300), X_test @ w + 3.0 + rng.normal(0, 0.1, 300)
+    kind = kind_of(TaskSpec("depth", 1, kind="depth"))
+    groups = np.repeat(np.arange(30), 10)
+    r = regression_universality(kind, (X, depth[:, None]), (X_test, depth_test[:, None]), n_random=4, groups=groups)
+    assert r["choice"]["l2"] in r["choice"]["cv_mse"] and min(r["choice"]["cv_mse"].values()) < 0.02
+    assert r["test"]["optimal"] < 0.1  # mean |error| of N(0, 0.1) noise is 0.08
+    assert r["test"]["gap_mean"] == pytest.approx(r["test"]["random_mean"] - r["test"]["optimal"], rel=1e-9)
 
 
 def test_sampled_pixel_features_are_the_upsampled_map_at_those_pixels():
@@ -84,6 +99,7 @@ def test_probe_on_a_dense_checkpoint_says_so_and_runs_the_pixel_probe(tmp_path, 
     assert 0 <= rows[0]["miou"] <= 1 and rows[1]["abs_err"] > 0 and 0 < rows[2]["mean_angle"] < 180
     urows = json.loads((tmp_path / "p" / "universality.json").read_text())["rows"]
     assert [r["task"] for r in urows] == ["seg", "depth", "normal"] and all(r["gap_mean"] > 0 for r in urows)
+    assert all(r["optimal_reading"] == "held-out" and r["optimal_loss_source"] == "test" and r["l2"] > 0 for r in urows)
     assert main(["universality", str(run), "--head", "mlp", "--out", str(tmp_path / "u")]) == 2
     assert "--head mlp does not apply to dense checkpoints" in capsys.readouterr().err
     # Per-image tools refuse a dense checkpoint in one line, naming what applies instead.
