@@ -201,7 +201,7 @@ def universality_command(
         "0 optimum (flagged separable) when the classes separate."),
     cv: int = typer.Option(_U.cv, help="held-out: cross-validation folds."),
     l2_grid: Optional[str] = typer.Option(None, help="held-out: comma-separated L2 penalties to choose from "
-                                          "(default linear 1e1..1e-4, mlp 1e-1..1e-3, on standardised features)."),
+                                          "(default linear 1e0..1e-5, mlp 1e-1..1e-4, on standardised features)."),
     max_epochs: int = typer.Option(_U.max_epochs, help="held-out: epoch limit of MLP fits (early stopping)."),
     restarts: Optional[int] = typer.Option(None, help="train-fit: L-BFGS restarts (default 1 linear, 3 mlp)."),
     tol: float = typer.Option(_U.tol, help="Gradient-norm tolerance of the optimal head."),

@@ -6,7 +6,7 @@ The table goes into the README ("What DGR does on MultiDigits"), whatever it say
 
     python benchmarks/claims_multidigits.py [--seeds 5] [--lambdas 0.1,0.3,1] [--out runs/claims]
 
-Runs, probes and universality files stay in --out; rerunning reuses finished runs. About 5
+Runs, probes and universality files stay in --out; rerunning reuses finished runs. About 15
 minutes on 2 CPU cores.
 """
 

@@ -42,10 +42,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# Penalties on standardised features, in decades from strong to weak; the walk rarely goes past
-# the loss minimum's next two points.
-LINEAR_L2_GRID = (1e1, 1e0, 1e-1, 1e-2, 1e-3, 1e-4)
-# Early stopping regularises MLP heads too, so four decades suffice.
+# Penalties on standardised features (mean cross-entropy + l2/2 ||W||^2), in decades from strong to
+# weak. l2 = 1 is already heavy (scikit-learn's C = 1 / (l2 n) ~ 1e-4 at n = 10^4); only label-free
+# features pick it, and the edge flag says so. The walk stops soon after the loss minimum, so the
+# weak end costs only data that needs it (separable classes).
+LINEAR_L2_GRID = (1e0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
+# Early stopping regularises MLP heads too, so four decades suffice (UTKFace-like features pick
+# 1e-2 to 1e-3, separable ones the weak end).
 MLP_L2_GRID = (1e-1, 1e-2, 1e-3, 1e-4)
 # An improvement of the cross-validated loss smaller than this (nats) does not count: the walk and
 # early stopping end after `patience` points or epochs without one. Gaps are read to ~0.01 nats.

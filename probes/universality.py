@@ -426,6 +426,11 @@ class UniversalityMeasure(BaseEstimator):
                          "accuracy": self._accuracy(z, yt, params), "weight_norm": _weight_norm(params)}
 
     def _fit_heldout(self, z, yt, family: str, test, groups) -> None:
+        units = len(yt) if groups is None else len(np.unique(groups))
+        if units < self.cv:
+            what = "training samples" if groups is None else "groups (images)"
+            raise InvalidChoiceError(f"The 'cv' parameter of UniversalityMeasure must be <= the number of {what} "
+                                     f"({units}). Got {self.cv} instead.")
         grid = tuple(self.l2_grid) if self.l2_grid is not None else DEFAULT_GRIDS[family]
         masks = fold_masks(yt.numpy(), self.cv, self.random_state, groups)
         if family == "linear":

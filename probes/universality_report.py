@@ -9,6 +9,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -50,7 +51,20 @@ def _checkpoint_heads(ckpt: dict | None, task: str) -> tuple[list, list | None]:
 
 
 def measure_universality(sets: list[EmbeddingSet], config: UniversalityConfig) -> list[dict]:
-    """One row per (encoder, task), with every random head's details under `random_heads`."""
+    """One row per (encoder, task), with every random head's details under `random_heads`.
+    Choices on their grid's edge are recorded per row (`l2_edge`) and warned about once."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="universality: the held-out optimal")
+        rows = _measure_rows(sets, config)
+    edges = [f"{r['checkpoint']}/{r['task']}" for r in rows if r.get("l2_edge")]
+    if edges:
+        warnings.warn(f"universality: {len(edges)} of {len(rows)} held-out choices sit on their grid's edge "
+                      f"({', '.join(edges[:4])}{', ...' if len(edges) > 4 else ''}; see l2_edge): a wider "
+                      "--l2-grid or more --max-epochs may find a better head", stacklevel=2)
+    return rows
+
+
+def _measure_rows(sets: list[EmbeddingSet], config: UniversalityConfig) -> list[dict]:
     rows = []
     for emb in sets:
         path = emb.source.origin.get("checkpoint")

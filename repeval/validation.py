@@ -105,19 +105,23 @@ def from_mapping(cls: type[T], data: object, where: str | None = None, ignore_un
     return cls(**kwargs)
 
 
+def _parse_list(text: str, option: str, convert, what: str) -> tuple:
+    items = [s.strip() for s in text.split(",")]
+    if not text.strip() or any(not s for s in items):
+        raise InvalidChoiceError(f"{option} must be a comma list of {what} with no empty item; got {text!r}")
+    try:
+        return tuple(convert(s) for s in items)
+    except ValueError:
+        raise InvalidChoiceError(f"{option} must be a comma list of {what}; got {text!r}") from None
+
+
 def parse_int_list(text: str, option: str) -> tuple[int, ...]:
     """`"0,1,2"` -> (0, 1, 2); empty items and non-integers are errors, not skipped.
 
     >>> parse_int_list("0, 1,2", "--seeds")
     (0, 1, 2)
     """
-    items = [s.strip() for s in text.split(",")]
-    if not text.strip() or any(not s for s in items):
-        raise InvalidChoiceError(f"{option} must be a comma list of integers with no empty item; got {text!r}")
-    try:
-        return tuple(int(s) for s in items)
-    except ValueError:
-        raise InvalidChoiceError(f"{option} must be a comma list of integers; got {text!r}") from None
+    return _parse_list(text, option, int, "integers")
 
 
 def parse_float_list(text: str, option: str) -> tuple[float, ...]:
@@ -126,13 +130,7 @@ def parse_float_list(text: str, option: str) -> tuple[float, ...]:
     >>> parse_float_list("1e-2, 0.1", "--l2-grid")
     (0.01, 0.1)
     """
-    items = [s.strip() for s in text.split(",")]
-    if not text.strip() or any(not s for s in items):
-        raise InvalidChoiceError(f"{option} must be a comma list of numbers with no empty item; got {text!r}")
-    try:
-        return tuple(float(s) for s in items)
-    except ValueError:
-        raise InvalidChoiceError(f"{option} must be a comma list of numbers; got {text!r}") from None
+    return _parse_list(text, option, float, "numbers")
 
 
 def parse_seeds(text: str, option: str = "--seeds") -> tuple[int, ...]:

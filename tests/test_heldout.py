@@ -111,6 +111,13 @@ def test_bad_options_are_refused_in_one_line(kwargs, message):
         UniversalityMeasure(**kwargs).fit(np.zeros((10, 2)), np.arange(10) % 2)
 
 
+def test_more_folds_than_samples_or_images_is_refused_in_one_line():
+    with pytest.raises(InvalidChoiceError, match=r"must be <= the number of training samples \(4\). Got 5 instead"):
+        UniversalityMeasure(n_random=2).fit(np.zeros((4, 2)), np.array([0, 1, 0, 1]))
+    with pytest.raises(InvalidChoiceError, match=r"must be <= the number of groups \(images\) \(3\). Got 5 instead"):
+        UniversalityMeasure(n_random=2).fit(np.zeros((30, 2)), np.arange(30) % 2, groups=np.arange(30) % 3)
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--optimal", "best"], "must be one of 'held-out', 'train-fit'. Got 'best'"),
     (["--l2-grid", "1,x"], "--l2-grid must be a comma list of numbers; got '1,x'"),

@@ -107,8 +107,23 @@ def overlapping():
 
 
 @pytest.fixture(scope="module")
-def H(overlapping):
-    return population_loss(overlapping[0])
+def population(overlapping, heldout):
+    """One Monte Carlo pass (10^6 fresh samples): the Bayes head's loss H and every random head's
+    matched loss with its training-split permutation."""
+    world = overlapping[0]
+    sigmas = [np.array(row["permutation"]) for row in heldout.random_]
+
+    def per_sample(x, y):
+        heads = [nll(head_log_probs(h, x), s[y]) for h, s in zip(heldout.random_heads_, sigmas)]
+        return np.stack([nll(world.bayes_log_posterior(x), y), *heads])
+
+    values = world.monte_carlo(per_sample)
+    return float(values[0]), values[1:]
+
+
+@pytest.fixture(scope="module")
+def H(population):
+    return population[0]
 
 
 @pytest.fixture(scope="module")
@@ -149,12 +164,10 @@ def test_the_train_fit_reading_is_biased_low(overlapping, heldout, H):
     assert not fit.separable_
 
 
-def test_random_heads_matched_loss_equals_its_population_value(overlapping, heldout):
+def test_random_heads_matched_loss_equals_its_population_value(overlapping, heldout, population):
     world, train, (xte, yte) = overlapping
     sigmas = [np.array(row["permutation"]) for row in heldout.random_]
-    populations = world.monte_carlo(  # every head's matched loss, in one pass over the samples
-        lambda x, y: np.stack([nll(head_log_probs(h, x), s[y]) for h, s in zip(heldout.random_heads_, sigmas)]))
-    for head, row, sigma, population in zip(heldout.random_heads_, heldout.random_, sigmas, populations):
+    for head, row, sigma, population in zip(heldout.random_heads_, heldout.random_, sigmas, population[1]):
         per_sample = nll(head_log_probs(head, xte), sigma[yte])
         se = per_sample.std() / np.sqrt(len(yte))
         assert row["heldout_matched_loss"] == pytest.approx(per_sample.mean(), rel=1e-10)
