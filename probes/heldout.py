@@ -59,8 +59,9 @@ EDGE_GAIN = 1e-2
 # A point this far (nats) above the best is past the minimum (the CV curve of an L2 path is
 # unimodal in practice): the walk stops there.
 CLEARLY_WORSE = 2e-2
-# The CV fits only rank grid points: at a gradient norm of 1e-3 and a penalty >= 1e-4 the loss is
-# within ~5e-3 of its optimum, and far closer for the penalties that win.
+# The CV fits only rank grid points: at a gradient norm g = 1e-3 the loss is within g^2 / 2mu of
+# its optimum, mu >= the penalty (<= 5e-3 for penalties >= 1e-4) and in practice the data term's
+# curvature, far larger, at the weak end of the grid.
 CV_TOL = 1e-3
 DEFAULT_GRIDS = {"linear": LINEAR_L2_GRID, "mlp": MLP_L2_GRID}
 
