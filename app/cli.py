@@ -17,7 +17,8 @@ from repeval import __version__
 from repeval.app.console import progress_default
 from repeval.archs import list_archs
 from repeval.app.options import (
-    DataDirOverride, DataOptions, Device, TimmDataset, TimmName, TimmWeights, expand, make_console, one_of,
+    CvFolds, DataDirOverride, DataOptions, Device, L2Grid, MaxEpochs, OptimalReading, TimmDataset, TimmName, TimmWeights,
+    expand, make_console, one_of,
     parse_key_values, probe_dense_checkpoints, saying_where_training_stopped, encoder_sources,
 )
 from repeval.datasets import DATASETS, NEEDS_DATA_DIR
@@ -26,7 +27,6 @@ from repeval.errors import (
 )
 from repeval.metrics import DELTA_VARIANTS, PUBLISHED_BASES
 from repeval.probes.config import HEADS as UNIVERSALITY_HEADS
-from repeval.probes.config import READINGS
 from repeval.probes.config import EXTRACT_BATCH, MAP_MAX_POINTS, MAP_METHODS, ProbeConfig, UniversalityConfig
 from repeval.probes.registry import PROBES, parse_classifiers
 from repeval.storage import check_output_dir
@@ -161,8 +161,7 @@ def probe(
     universality: bool = typer.Option(False, "--universality/--no-universality", help="Also measure universality."),
     head: str = typer.Option(_U.head, help=f"Universality head family, {one_of(UNIVERSALITY_HEADS)}."),
     n_random: int = typer.Option(_U.n_random, help="Random heads per task for --universality."),
-    optimal: str = typer.Option(_U.optimal, help=f"Universality's optimal head, {one_of(READINGS)} "
-                                "(see `repeval universality --help`)."),
+    optimal: OptimalReading = _U.optimal,
     standardize: bool = typer.Option(False, "--standardize/--no-standardize", help="Standardise embeddings first."),
 ) -> None:
     """Freeze encoders, fit probes on their embeddings, write probe.json/.csv and plots."""
@@ -193,16 +192,10 @@ def universality_command(
     head: str = typer.Option(_U.head, help=f"{one_of(UNIVERSALITY_HEADS)} (linear: convex, Theorem 1's setting)."),
     n_random: int = typer.Option(_U.n_random, help="Random heads per task."),
     hidden: int = typer.Option(_U.hidden, help="Hidden width of MLP heads."),
-    optimal: str = typer.Option(
-        _U.optimal, help=f"Reading of the optimal head, {one_of(READINGS)}. held-out (default): regularisation chosen "
-        "by k-fold CV on the training split, refitted, scored on the test split (or by its CV loss); gap = "
-        "mean_held-out L(sigma(y), random head) - mean_held-out L(y, optimal head): finite on separable embeddings. "
-        "train-fit: Definition 2 as written, gap = mean_train L(sigma(y), random) - min_psi mean_train L(y, psi): "
-        "0 optimum (flagged separable) when the classes separate."),
-    cv: int = typer.Option(_U.cv, help="held-out: cross-validation folds."),
-    l2_grid: Optional[str] = typer.Option(None, help="held-out: comma-separated L2 penalties to choose from "
-                                          "(default linear 1e0..1e-5, mlp 1e-1..1e-4, on standardised features)."),
-    max_epochs: int = typer.Option(_U.max_epochs, help="held-out: epoch limit of MLP fits (early stopping)."),
+    optimal: OptimalReading = _U.optimal,
+    cv: CvFolds = _U.cv,
+    l2_grid: L2Grid = None,
+    max_epochs: MaxEpochs = _U.max_epochs,
     restarts: Optional[int] = typer.Option(None, help="train-fit: L-BFGS restarts (default 1 linear, 3 mlp)."),
     tol: float = typer.Option(_U.tol, help="Gradient-norm tolerance of the optimal head."),
     l2: float = typer.Option(_U.l2, help="train-fit: fixed L2 penalty on the optimal head's weights."),

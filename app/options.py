@@ -13,6 +13,7 @@ import typer
 
 from repeval.datasets import DATASETS
 from repeval.errors import InvalidChoiceError, TrainingInterrupted
+from repeval.probes.config import READINGS
 from repeval.training.config import DEVICES
 
 
@@ -37,6 +38,17 @@ TimmDataset = Annotated[Optional[str], typer.Option("--dataset", help=f"Dataset 
 DataDirOverride = Annotated[Optional[Path], typer.Option("--data-dir", help="Override the data folder (the split stays the checkpoint's).")]
 DataOptions = Annotated[list[str], typer.Option("--data-option", help="Dataset argument KEY=VALUE for --timm.")]
 Device = Annotated[str, typer.Option("--device", help=one_of(DEVICES))]
+# Universality's held-out reading (probes/universality.py), shared by `probe` and `universality`.
+OptimalReading = Annotated[str, typer.Option(
+    "--optimal", help=f"Reading of the optimal head, {one_of(READINGS)}. held-out (default): regularisation chosen "
+    "by k-fold CV on the training split, refitted, scored on the test split (or by its CV loss); gap = "
+    "mean_held-out L(sigma(y), random head) - mean_held-out L(y, optimal head): finite on separable embeddings. "
+    "train-fit: Definition 2 as written, gap = mean_train L(sigma(y), random) - min_psi mean_train L(y, psi): "
+    "0 optimum (flagged separable) when the classes separate.")]
+CvFolds = Annotated[int, typer.Option("--cv", help="held-out: cross-validation folds.")]
+L2Grid = Annotated[Optional[str], typer.Option("--l2-grid", help="held-out: comma-separated L2 penalties to choose from "
+                                               "(default linear 1e0..1e-5, mlp 1e-1..1e-4, on standardised features).")]
+MaxEpochs = Annotated[int, typer.Option("--max-epochs", help="held-out: epoch limit of MLP fits (early stopping).")]
 
 
 def parse_key_values(items: list[str], option: str) -> dict:

@@ -42,6 +42,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from repeval.probes.trainfit import init_head
+
 # Penalties on standardised features (mean cross-entropy + l2/2 ||W||^2), in decades from strong to
 # weak. l2 = 1 is already heavy (scikit-learn's C = 1 / (l2 n) ~ 1e-4 at n = 10^4); only label-free
 # features pick it, and the edge flag says so. The walk stops soon after the loss minimum, so the
@@ -249,8 +251,6 @@ def _refit_linear(z, y, n_classes, l2, w0, b0, tol, max_iter) -> list[torch.Tens
 
 def _mlp_init(n_models: int, dim: int, hidden: int, n_classes: int, seed: int) -> list[torch.Tensor]:
     """Stacked PyTorch-default initialisations, one seeded draw per model."""
-    from repeval.probes.universality import init_head
-
     heads = [init_head("mlp", dim, hidden, n_classes, seed + j, torch.float32) for j in range(n_models)]
     return stack_mlp_heads(heads)
 

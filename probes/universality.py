@@ -60,157 +60,26 @@ losses grow with the embedding scale (logits scale with ||z||), so the raw measu
 
 from __future__ import annotations
 
-import itertools
 import math
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 from scipy.stats import spearmanr
 from sklearn.base import BaseEstimator
 
 from repeval.errors import InvalidChoiceError, check_choice, check_number
 from repeval.defaults import HEAD_HIDDEN
-from repeval.heads import head_logits, head_params, mlp_head  # noqa: F401 - head_logits is part of this API
+from repeval.heads import head_logits
 from repeval.probes.config import HEADS, READINGS
 from repeval.probes.heldout import DEFAULT_GRIDS, fit_linear_heldout, fit_mlp_heldout, fold_masks, mlp_logits, stack_mlp_heads
-
-
-
-# ---- permutation matching ----------------------------------------------------------------------
-
-
-def matching_cost(log_probs: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
-    """M[c, c'] = sum over samples of class c of -log p(c' | z): the cost of relabelling c as c'.
-
-    >>> import numpy as np
-    >>> matching_cost(np.log([[0.9, 0.1], [0.2, 0.8]]), np.array([0, 1]), 2).round(3)
-    array([[0.105, 2.303],
-           [1.609, 0.223]])
-    """
-    onehot = np.zeros((len(y), n_classes))
-    onehot[np.arange(len(y)), y] = 1.0
-    return onehot.T @ (-log_probs)
-
-
-def best_permutation(cost: np.ndarray) -> np.ndarray:
-    """sigma minimising sum_c cost[c, sigma(c)] (Hungarian algorithm, exact).
-
-    >>> import numpy as np
-    >>> best_permutation(np.array([[5.0, 1.0], [1.0, 5.0]]))
-    array([1, 0])
-    """
-    rows, cols = linear_sum_assignment(cost)
-    sigma = np.empty(len(rows), dtype=np.int64)
-    sigma[rows] = cols
-    return sigma
-
-
-def brute_force_permutation(cost: np.ndarray) -> np.ndarray:
-    """The same by trying all C! permutations: a reference for tests, never the product path."""
-    n = cost.shape[0]
-    best = min(itertools.permutations(range(n)), key=lambda p: cost[np.arange(n), list(p)].sum())
-    return np.array(best, dtype=np.int64)
-
-
-# ---- heads ----------------------------------------------------------------------------------
-
-
-def init_head(family: str, dim: int, hidden: int, n_classes: int, seed: int, dtype=torch.float64) -> list[torch.Tensor]:
-    """Parameters of a randomly initialised head (PyTorch defaults, like DGR's dummy heads).
-
-    >>> [tuple(p.shape) for p in init_head("mlp", 8, 4, 3, seed=0)]
-    [(4, 8), (4,), (3, 4), (3,)]
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        module = mlp_head(dim, hidden, n_classes) if family != "linear" else torch.nn.Linear(dim, n_classes)
-    return [p.to(dtype).clone() for p in head_params(module)]
-
-
-def gradient_norm(z: torch.Tensor, y: torch.Tensor, params: list[torch.Tensor], reduction: str = "sum") -> float:
-    """|| grad_theta L(y, psi_theta(z)) ||_F, with L summed (Theorem 1) or averaged over samples."""
-    params = [p.detach().requires_grad_(True) for p in params]
-    loss = F.cross_entropy(head_logits(z, params), y, reduction=reduction)
-    grads = torch.autograd.grad(loss, params)
-    return float(torch.sqrt(sum((g * g).sum() for g in grads)))
-
-
-@dataclass
-class OptimalHead:
-    params: list[torch.Tensor]
-    loss: float
-    grad_norm: float
-    converged: bool
-    n_iter: int
-    restart_losses: list[float]
-
-
-def _penalised(z: torch.Tensor, y: torch.Tensor, params: list[torch.Tensor], l2: float) -> torch.Tensor:
-    """Mean cross-entropy + (l2 / 2) * squared norm of the weight matrices (biases are free)."""
-    loss = F.cross_entropy(head_logits(z, params), y)
-    if l2 > 0:
-        loss = loss + 0.5 * l2 * sum((w * w).sum() for w in params[0::2])
-    return loss
-
-
-def fit_optimal_head(z: torch.Tensor, y: torch.Tensor, family: str, hidden: int, n_classes: int,
-                     restarts: int = 3, tol: float = 1e-4, max_iter: int = 1000, seed: int = 0,
-                     l2: float = 0.0) -> OptimalHead:
-    """Full-batch L-BFGS (strong Wolfe), several seeded restarts; the lowest training loss wins.
-    With `l2` > 0 the fitted objective adds (l2 / 2)||W||^2 on the weight matrices (the reported
-    loss stays the plain cross-entropy): on separable embeddings the unpenalised optimum lies at
-    infinity. Each restart stops when the L2 norm of the objective's gradient is <= `tol` (converged), when
-    L-BFGS stops making progress (it stalls at ReLU kinks of MLP heads: not converged, and the
-    gradient norm reached is reported), or after `max_iter` iterations.
-
-    >>> z = torch.randn(50, 4, dtype=torch.float64); y = (z[:, 0] > 0).long()
-    >>> fit_optimal_head(z, y, "linear", 0, 2, restarts=1, tol=1e-3).grad_norm <= 1e-3
-    True
-    """
-    best = None
-    losses = []
-    for r in range(restarts):
-        params = [p.requires_grad_(True) for p in init_head(family, z.shape[1], hidden, n_classes, seed + 7919 * r, z.dtype)]
-        opt = torch.optim.LBFGS(params, lr=1, max_iter=20, history_size=20, line_search_fn="strong_wolfe",
-                                tolerance_grad=0.0, tolerance_change=0.0)
-
-        def closure(opt=opt, params=params):  # bound now: one closure per restart
-            opt.zero_grad()
-            loss = _penalised(z, y, params, l2)
-            loss.backward()
-            return loss
-
-        n_iter, grad, previous = 0, math.inf, math.inf
-        while n_iter < max_iter:
-            loss = float(opt.step(closure).detach())
-            n_iter += 20
-            grad = _objective_grad_norm(z, y, params, l2)
-            # L-BFGS stalls at ReLU kinks (its line search stops moving): report, don't spin.
-            if grad <= tol or not math.isfinite(grad) or loss >= previous:
-                break
-            previous = loss
-        with torch.no_grad():
-            loss = float(F.cross_entropy(head_logits(z, params), y))
-        losses.append(loss)
-        if best is None or loss < best.loss:
-            best = OptimalHead([p.detach() for p in params], loss, grad, grad <= tol, n_iter, [])
-    best.restart_losses = losses
-    return best
-
-
-def _objective_grad_norm(z, y, params, l2: float) -> float:
-    params = [p.detach().requires_grad_(True) for p in params]
-    grads = torch.autograd.grad(_penalised(z, y, params, l2), params)
-    return float(torch.sqrt(sum((g * g).sum() for g in grads)))
-
-
-# Below this mean training loss the optimal head all but separates the classes: the measured gap
-# is then close to the random heads' own loss, a function of the embedding's scale.
-SEPARABLE_LOSS = 1e-2
+from repeval.probes.matching import (  # noqa: F401 - part of this API
+    best_permutation, brute_force_permutation, matched_losses, matching_cost,
+)
+from repeval.probes.trainfit import (  # noqa: F401 - part of this API
+    SEPARABLE_LOSS, OptimalHead, fit_optimal_head, gradient_norm, init_head,
+)
 
 
 # ---- the measure ------------------------------------------------------------------------------
@@ -230,20 +99,6 @@ def evaluate_head(z: torch.Tensor, y: np.ndarray, params: list[torch.Tensor], n_
     with torch.no_grad():
         log_probs = F.log_softmax(head_logits(z, params), dim=1).cpu().numpy()
     return matched_losses(log_probs, y, n_classes, sigma)
-
-
-def matched_losses(log_probs: np.ndarray, y: np.ndarray, n_classes: int, sigma: np.ndarray | None = None) -> dict:
-    """`evaluate_head` from a head's log-probabilities `[N, C]`."""
-    n = len(y)
-    cost = matching_cost(log_probs, y, n_classes)
-    if sigma is None:
-        sigma = best_permutation(cost)
-    return {
-        "unmatched_loss": float(np.trace(cost) / n),
-        "matched_loss": float(cost[np.arange(n_classes), sigma].sum() / n),
-        "matched_accuracy": float((log_probs.argmax(1) == sigma[y]).mean()),
-        "permutation": sigma.tolist(),
-    }
 
 
 class UniversalityMeasure(BaseEstimator):
