@@ -15,16 +15,15 @@ from typer.exceptions import TyperException
 # Each command imports what it runs (torch, timm, scikit-learn, matplotlib) inside its body.
 from repeval import __version__
 from repeval.app.console import progress_default
+from repeval.app.data_commands import check_data
 from repeval.archs import list_archs
 from repeval.app.options import (
     CvFolds, DataDirOverride, DataOptions, Device, L2Grid, MaxEpochs, OptimalReading, TimmDataset, TimmName, TimmWeights,
-    expand, make_console, one_of,
+    check_data_dir, check_dgr_options_apply, expand, make_console, one_of,
     parse_key_values, probe_dense_checkpoints, saying_where_training_stopped, encoder_sources,
 )
-from repeval.datasets import DATASETS, NEEDS_DATA_DIR
-from repeval.errors import (
-    InvalidChoiceError, NonFiniteLossError, RepevalError, check_choice, check_number,
-)
+from repeval.datasets import DATASETS
+from repeval.errors import NonFiniteLossError, RepevalError, check_choice, check_number, check_seed, one_line
 from repeval.metrics import DELTA_VARIANTS, PUBLISHED_BASES
 from repeval.probes.config import HEADS as UNIVERSALITY_HEADS
 from repeval.probes.config import EXTRACT_BATCH, MAP_MAX_POINTS, MAP_METHODS, ProbeConfig, UniversalityConfig
@@ -98,8 +97,8 @@ def train(
         with saying_where_training_stopped():
             typer.echo(str(run_training(config, resume_dir=resume)))
         return
-    if dataset in NEEDS_DATA_DIR and data_dir is None:
-        raise InvalidChoiceError(f"dataset {dataset!r} needs --data-dir (the folder that holds its files)")
+    check_data_dir(dataset, data_dir, embedded_ok=True)  # TrainConfig names the embedded case
+    check_dgr_options_apply(dgr, {k: v for k, v in locals().items() if k.startswith("dgr_")})
     dataset_args = {"split_seed": split_seed, **parse_key_values(data_option, "--data-option")}
     method_args = parse_key_values(method_option, "--method-option")
     if task is not None:
@@ -141,7 +140,7 @@ def train(
 @app.command()
 def probe(
     checkpoints: list[Path] = typer.Argument(None, help="repeval checkpoint files (checkpoint.pt) or run folders."),
-    classifiers: str = typer.Option("dt,svm,knn", help=f"Comma list, {one_of(PROBES.names())}."),
+    classifiers: Optional[str] = typer.Option(None, help=f"Comma list, {one_of(PROBES.names())} (default dt,svm,knn)."),
     seeds: str = typer.Option("0", help="Comma list of seeds; several give mean ± std."),
     tune: bool = typer.Option(_P.tune, "--tune/--no-tune", help="Choose hyperparameters by CV on the training split."),
     jobs: int = typer.Option(_P.jobs, help="Parallel probe fits (-1: all cores)."),
@@ -165,7 +164,7 @@ def probe(
     standardize: bool = typer.Option(False, "--standardize/--no-standardize", help="Standardise embeddings first."),
 ) -> None:
     """Freeze encoders, fit probes on their embeddings, write probe.json/.csv and plots."""
-    config = ProbeConfig(classifiers=parse_classifiers(classifiers), seeds=parse_seeds(seeds), tune=tune, jobs=jobs)
+    config = ProbeConfig(classifiers=parse_classifiers(classifiers or ",".join(_P.classifiers)), seeds=parse_seeds(seeds), tune=tune, jobs=jobs)
     check_number("repeval probe", "max_points", max_points, kind=int, low=10)
     check_number("repeval probe", "batch_size", batch_size, kind=int, low=1)
     out = out or Path("runs") / f"probe-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -174,8 +173,9 @@ def probe(
     from repeval.training.loop import resolve_device
 
     measure = UniversalityConfig(n_random=n_random, head=head, optimal=optimal, standardize=standardize)
-    if probe_dense_checkpoints(checkpoints, timm, out, device, classifiers, universality=universality, n_random=n_random, head=head,
-                               seed=config.seeds[0], optimal=optimal):
+    given = [o for o, on in (("--classifiers", classifiers), ("--tsne", tsne), ("--umap", umap), ("--tune", tune)) if on]
+    if probe_dense_checkpoints(checkpoints, timm, out, device, ",".join(config.classifiers), universality=universality, n_random=n_random,
+                               head=head, seed=config.seeds[0], optimal=optimal, per_image_options=given):
         return
     sources = encoder_sources(checkpoints, timm, pretrained_file, dataset, data_dir, data_option)
     maps = tuple(m for m, on in (("tsne", tsne), ("umap", umap)) if on)
@@ -240,8 +240,6 @@ def tsne(
     """2-D maps of the shared representation: one row per task, one column per checkpoint."""
     check_choice("repeval tsne", "method", method, MAP_METHODS)
     check_number("repeval tsne", "max_points", max_points, kind=int, low=10)
-    from repeval.errors import check_seed
-
     check_seed("repeval tsne", "seed", seed)
     out = out or Path("runs") / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
     check_output_dir(out)
@@ -278,18 +276,21 @@ def sweep(
     config: Path = typer.Argument(..., help="Sweep file (.toml or .json); format in README, 'Sweeps and tables'."),
     out: Path = typer.Option(Path("runs/sweeps"), help="Folder that receives <sweep name>/<run>/."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the Table-1 report when done."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the plan, print its runs and size, create nothing."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Default: on a terminal only."),
 ) -> None:
     """Run a grid of trainings (methods x +-DGR x lambda x seeds); run it again to continue it."""
-    from repeval.training.sweep import expand, read_sweep_file
+    from repeval.training.sweep import describe_plan, plan_sweep, read_sweep_file
 
     spec = read_sweep_file(config)
-    expand(spec)  # the whole grid is checked before any folder is made
+    runs = plan_sweep(spec, one_dataset=report)  # the whole plan is checked before any folder is made
+    if dry_run:
+        return typer.echo(describe_plan(runs, out / spec["name"]))
     check_output_dir(out)
     from repeval.training.reproduce import sweep_and_report
 
     with saying_where_training_stopped():
-        written = sweep_and_report(spec, out, progress_default() if progress is None else progress, report=report)
+        written = sweep_and_report(spec, out, progress_default() if progress is None else progress, report=report, runs=runs)
     for where, text in written:
         typer.echo(text)
         typer.echo(f"report: {where}")
@@ -350,17 +351,16 @@ def compare_command(
     interval, and a verdict ("better", "worse" or "no detectable difference at n = ...")."""
     if out is not None:
         check_output_dir(out)
-    from repeval.training.paired import compare
+    from repeval.training.paired import compare, write_comparison
 
     comparisons, table = compare(expand(group_a, "--a"), expand(group_b, "--b"))
     typer.echo(table)
     if out is not None:
-        from repeval.storage import atomic_json, atomic_write
-
-        atomic_json({"repeval_version": __version__, "a": [str(p) for p in group_a], "b": [str(p) for p in group_b],
-                     "comparisons": comparisons}, out / "compare.json")
-        atomic_write(out / "compare.md", lambda f: f.write(table.encode()))
+        write_comparison(out, group_a, group_b, comparisons, table)
         typer.echo(f"compare: {out}")
+
+
+app.command("check-data")(check_data)
 
 
 @app.command()
@@ -381,10 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return getattr(e, "exit_code", 2) or 2
     except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
     except RepevalError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     except (typer.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)

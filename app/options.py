@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from repeval.datasets import DATASETS
+from repeval.datasets import DATASETS, NEEDS_DATA_DIR
 from repeval.errors import InvalidChoiceError, TrainingInterrupted
 from repeval.probes.config import READINGS
 from repeval.training.config import DEVICES
@@ -65,6 +65,31 @@ def parse_key_values(items: list[str], option: str) -> dict:
     return args
 
 
+# `repeval train`'s DGR options -> their DGRConfig field (the CLI's defaults are DGRConfig's).
+DGR_OPTIONS = {"dgr_lambda": "lam", "dgr_penalty": "penalty", "dgr_estimator": "estimator", "dgr_dummies": "dummies",
+               "dgr_eps": "eps", "dgr_fd_scheme": "fd_scheme", "dgr_seed": "dummy_seed", "dgr_order": "order"}
+
+
+def check_dgr_options_apply(dgr: bool, given: dict) -> None:
+    """`--dgr-*` options (`given`: parameter name -> value) changed from their defaults without
+    `--dgr` would do nothing: refuse them."""
+    from repeval.training.config import DGRConfig
+
+    defaults = DGRConfig()
+    changed = [f"--{k.replace('_', '-')}" for k, v in given.items()
+               if k in DGR_OPTIONS and v != (None if k == "dgr_lambda" else getattr(defaults, DGR_OPTIONS[k]))]
+    if not dgr and changed:
+        raise InvalidChoiceError(f"{', '.join(changed)} set(s) DGR, which this run does not use: add --dgr, or leave it out")
+
+
+def check_data_dir(dataset: str, data_dir, embedded_ok: bool = False) -> None:
+    """A dataset that reads a folder needs --data-dir; an embedded one takes none."""
+    if dataset in NEEDS_DATA_DIR and data_dir is None:
+        raise InvalidChoiceError(f"dataset {dataset!r} needs --data-dir (the folder that holds its files)")
+    if dataset not in NEEDS_DATA_DIR and data_dir is not None and not embedded_ok:
+        raise InvalidChoiceError(f"dataset {dataset!r} is embedded and reads no --data-dir")
+
+
 def encoder_sources(checkpoints, timm_name, pretrained_file, dataset, data_dir, data_option) -> list:
     from repeval.probes.embeddings import source_from_checkpoint, source_from_timm
 
@@ -103,9 +128,11 @@ def make_console():
 
 
 def probe_dense_checkpoints(checkpoints, timm_name, out: Path, device: str, classifiers: Optional[str], universality: bool,
-                            n_random: int, seed: int, head: str = "linear", optimal: str = "held-out", cv: int = 5) -> bool:
+                            n_random: int, seed: int, head: str = "linear", optimal: str = "held-out", cv: int = 5,
+                            per_image_options: tuple[str, ...] = ()) -> bool:
     """Dense checkpoints get the per-pixel linear probe (and universality) instead of the
-    per-image suite, said in one line; returns whether they were handled here."""
+    per-image suite, said in one line; returns whether they were handled here. Options of the
+    per-image suite given explicitly (`per_image_options`) are refused: they would do nothing."""
     if timm_name is not None or not checkpoints:
         return False
     from repeval.probes.dense import PIXELS_PER_IMAGE, describe, is_dense_checkpoint, write_dense_probe
@@ -117,6 +144,9 @@ def probe_dense_checkpoints(checkpoints, timm_name, out: Path, device: str, clas
         return False
     if len(dense) != len(paths):
         raise InvalidChoiceError("these checkpoints mix dense and per-image tasks; probe each kind in its own command")
+    if per_image_options:
+        raise InvalidChoiceError(f"{', '.join(per_image_options)} set(s) the per-image probes, which dense checkpoints do not "
+                                 "get (they get the per-pixel linear probe): leave it out")
     if universality and head != "linear":
         raise InvalidChoiceError(f"--head {head} does not apply to dense checkpoints: their universality uses per-pixel "
                                  "linear heads (--head linear)")

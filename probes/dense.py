@@ -189,8 +189,8 @@ def dense_reports(paths: list, pixels_per_image: int = PIXELS_PER_IMAGE, seed: i
     probe_rows, universality_rows = [], []
     for path in paths:
         ckpt = load_checkpoint(path)
+        encoder = model_from_checkpoint(ckpt, path).probe_encoder()
         bundle = datasets.build(ckpt["dataset"]["name"], **ckpt["dataset"]["args"])
-        encoder = model_from_checkpoint(ckpt).probe_encoder()
         split = {name: sample_pixels(encoder, getattr(bundle, name), bundle.input, pixels_per_image, seed, device)
                  for name in ("train", "test")}
         for k, task in enumerate(bundle.tasks):
@@ -240,8 +240,8 @@ def write_dense_probe(paths: list, out_dir, universality: bool = False, n_random
     from repeval.storage import atomic_json
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     rows, urows = dense_reports(paths, pixels_per_image, seed, universality, n_random, device, optimal, cv)
+    out_dir.mkdir(parents=True, exist_ok=True)  # after the measures: a refused checkpoint leaves no folder
     provenance = {"command": "repeval probe (dense checkpoints: per-pixel linear probe)", "pixels_per_image": pixels_per_image,
                   "seed": seed, "checkpoints": [str(p) for p in paths], "repeval_version": __version__}
     atomic_json({"repeval_version": __version__, "provenance": provenance, "rows": rows}, out_dir / "probe.json")

@@ -30,6 +30,7 @@ from repeval.checkpoint import EXECUTION_FIELDS, content_hash, load_checkpoint, 
 from repeval.datasets import InputNormalizer, InputSpec, collate_batch
 from repeval.distributed import batch_shard, gather_rows
 from repeval.errors import InvalidChoiceError
+from repeval.kinds import kind_of
 from repeval.models import build_encoder, check_backbone
 from repeval.probes.config import EXTRACT_BATCH
 from repeval.storage import atomic_write, cache_dir
@@ -113,15 +114,19 @@ def source_from_checkpoint(path: str | os.PathLike, data_dir: str | None = None)
         raise InvalidChoiceError(
             f"checkpoint {str(path)!r} has dense tasks ({tasks}): per-image embeddings (t-SNE/UMAP maps, the "
             "dt/svm/knn probes) do not apply; `repeval probe` runs the per-pixel linear probe on it")
+    model = model_from_checkpoint(ckpt, path)  # weights that do not fit are refused before any data is read
     args = dict(ckpt["dataset"]["args"])
     if data_dir is not None:
+        if "data_dir" not in args:
+            raise InvalidChoiceError(f"checkpoint {str(path)!r} was trained on the embedded dataset "
+                                     f"{ckpt['dataset']['name']!r}, which reads no --data-dir")
         args["data_dir"] = str(data_dir)
     return EncoderSource(
         name=Path(path).parent.name if Path(path).name == "checkpoint.pt" else Path(path).stem,
         key=content_hash(path),
         dataset=ckpt["dataset"]["name"],
         dataset_args=args,
-        build_encoder=lambda _input: model_from_checkpoint(ckpt).probe_encoder(),
+        build_encoder=lambda _input, model=model: model.probe_encoder(),
         origin={"checkpoint": str(Path(path).resolve()), "backbone": ckpt["model"]["backbone"],
                 "dgr": (ckpt.get("train_config") or {}).get("dgr"), **training_seed_group(ckpt.get("train_config") or {})},
     )
@@ -155,7 +160,14 @@ def source_from_timm(
     >>> source = source_from_timm("resnet50", "utkface", "r50.pth", {"data_dir": "~/UTKFace"})  # doctest: +SKIP
     """
     datasets.DATASETS.check(dataset)
-    datasets.check_args(dataset, dict(dataset_args or {}))
+    dataset_args = dict(dataset_args or {})
+    if dataset not in datasets.NEEDS_DATA_DIR and "data_dir" in dataset_args:
+        raise InvalidChoiceError(f"dataset {dataset!r} is embedded and reads no --data-dir")
+    datasets.check_args(dataset, dataset_args)
+    dense = [t.name for t in datasets.task_specs(dataset) if not kind_of(t).per_image_labels]
+    if dense:
+        raise InvalidChoiceError(f"--timm measures per-image embeddings; dataset {dataset!r} has dense tasks "
+                                 f"({', '.join(dense)}): train a repeval encoder on it, and `repeval probe` its checkpoint")
     check_backbone(name)
     weights = None if pretrained_file is None else content_hash(pretrained_file)
     return EncoderSource(

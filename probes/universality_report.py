@@ -20,6 +20,7 @@ from scipy.stats import spearmanr
 
 from repeval import __version__
 from repeval.checkpoint import load_checkpoint
+from repeval.errors import InvalidChoiceError
 from repeval.models import V1_DUMMY_KEYS
 from repeval.probes.embeddings import EmbeddingSet
 from repeval.probes.config import UniversalityConfig  # noqa: F401 - re-exported
@@ -72,7 +73,7 @@ def _measure_rows(sets: list[EmbeddingSet], config: UniversalityConfig) -> list[
         for k, task in enumerate(emb.tasks):
             stored, trained = _checkpoint_heads(ckpt, task.name)
             if config.head == "trained" and trained is None:
-                raise ValueError(f"--head trained needs a SPLIT repeval checkpoint (whose head reads the probe features); "
+                raise InvalidChoiceError(f"--head trained needs a SPLIT repeval checkpoint (whose head reads the probe features); "
                                  f"{emb.source.name!r} has no such head")
             started = time.perf_counter()
             m = config.measure().fit(

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
 
 from repeval import __version__
 from repeval.datasets.base import InputSpec
-from repeval.errors import CheckpointError, DataNotFoundError
+from repeval.errors import CheckpointError, DataNotFoundError, RepevalError
 from repeval.heads import HeadConfig
 from repeval.archs import build_arch_encoder
 from repeval.models import V1_DUMMY_KEYS, MultiTaskModel
@@ -78,6 +79,21 @@ def save_checkpoint(checkpoint: dict, path: str | os.PathLike) -> Path:
     return atomic_torch_save(checkpoint, path)
 
 
+def load_tensors(path: Path, refusal: str) -> object:
+    """`torch.load(weights_only=True)`: tensors and plain values only, nothing is unpickled. A
+    file that holds anything else, or is truncated, raises a `CheckpointError`:
+    "<path> <refusal> (<why>)"."""
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it then refuses
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        why = "it holds objects other than tensors and plain values, which repeval never unpickles"
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        why = f"cannot be read: {str(e).strip().split('. ')[0][:200] if str(e).strip() else type(e).__name__}"
+    raise CheckpointError(f"{str(path)!r} {refusal} ({why})")
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Load and validate a repeval checkpoint (weights_only: no code runs on load).
 
@@ -88,11 +104,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{str(path)!r} is not a repeval checkpoint (cannot be read: {first})") from None
+    ckpt = load_tensors(path, "is not a repeval checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a repeval checkpoint (no {FORMAT!r} format marker)")
     version = ckpt.get("format_version")
@@ -101,7 +113,61 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
             f"{str(path)!r} has checkpoint format version {version!r}; this repeval "
             f"({__version__}) reads versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
-    return upgrade(ckpt)
+    ckpt = upgrade(_checked_parts(ckpt, path))
+    check_weights_finite(ckpt, path)
+    return ckpt
+
+
+# The parts every checkpoint has, and what each must be; `model` must name these keys.
+REQUIRED_PARTS = {"model": dict, "encoder": dict, "heads": dict, "dummy_heads": dict, "tasks": list, "dataset": dict,
+                  "input": dict}
+REQUIRED_MODEL_KEYS = ("backbone", "in_chans", "hidden", "dummies", "dummy_seed")
+
+
+def _checked_parts(ckpt: dict, path: Path) -> dict:
+    """Refuse a checkpoint missing a part, or whose parts are not what the format says."""
+    def refuse(problem: str) -> CheckpointError:
+        return CheckpointError(f"{str(path)!r} is a damaged repeval checkpoint: {problem}")
+
+    for key, kind in REQUIRED_PARTS.items():
+        if not isinstance(ckpt.get(key), kind):
+            raise refuse(f"{key!r} is {'missing' if key not in ckpt else type(ckpt[key]).__name__}, expected a {kind.__name__}")
+    missing = [k for k in REQUIRED_MODEL_KEYS if k not in ckpt["model"]]
+    if missing:
+        raise refuse(f"its model record lacks {', '.join(missing)}")
+    try:
+        tasks = [TaskSpec.from_dict(t) for t in ckpt["tasks"]]
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise refuse(f"its task list cannot be read ({type(e).__name__}: {e})") from None
+    names = [t.name for t in tasks]
+    if not names or sorted(ckpt["heads"]) != sorted(names):
+        raise refuse(f"it has heads for {sorted(ckpt['heads'])} but tasks {names}")
+    if not isinstance(ckpt["dataset"].get("name"), str) or not isinstance(ckpt["dataset"].get("args"), dict):
+        raise refuse("its dataset record lacks a name or args")
+    state_dicts = [("encoder", ckpt["encoder"])] + [(f"{group} {task}", sd) for group in ("heads", "dummy_heads")
+                                                   for task, sd in ckpt[group].items()]
+    for where, sd in state_dicts:
+        if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+            raise refuse(f"its {where} weights are not a dict of tensors")
+    return ckpt
+
+
+def non_finite_weight(ckpt: dict) -> str | None:
+    """The first weight of a checkpoint with a NaN or infinite value ("heads left.0.weight"), or None."""
+    for group in ("encoder", "heads", "dummy_heads"):
+        items = ckpt[group].items() if group == "encoder" else (
+            (f"{task}.{k}", v) for task, sd in ckpt[group].items() for k, v in sd.items())
+        for key, value in items:
+            if value.is_floating_point() and not bool(value.isfinite().all()):
+                return f"{group} {key}"
+    return None
+
+
+def check_weights_finite(ckpt: dict, path: str | os.PathLike) -> None:
+    """Refuse weights with NaN or infinite values: every measure of them would be meaningless."""
+    bad = non_finite_weight(ckpt)
+    if bad is not None:
+        raise CheckpointError(f"{str(path)!r} holds non-finite weights ({bad}); it cannot be measured or resumed")
 
 
 def upgrade(ckpt: dict) -> dict:
@@ -117,8 +183,21 @@ def upgrade(ckpt: dict) -> dict:
     return {**ckpt, "model": model, "dummy_heads": dummies, "tasks": [TaskSpec.from_dict(t).to_dict() for t in ckpt["tasks"]]}
 
 
-def model_from_checkpoint(ckpt: dict) -> MultiTaskModel:
-    """Rebuild the model a checkpoint describes, with its weights (no pretrained file needed)."""
+def model_from_checkpoint(ckpt: dict, where: str | os.PathLike = "the checkpoint") -> MultiTaskModel:
+    """Rebuild the model a checkpoint describes, with its weights (no pretrained file needed);
+    weights that do not fit the stored config (missing keys, wrong shapes) raise a
+    `CheckpointError` naming `where`."""
+    try:
+        return _model_from_checkpoint(ckpt)
+    except RepevalError:
+        raise
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:2]) if first else type(e).__name__
+        raise CheckpointError(f"{str(where)!r}: its weights do not fit the model its config describes ({detail[:300]})") from None
+
+
+def _model_from_checkpoint(ckpt: dict) -> MultiTaskModel:
     cfg = ckpt["model"]
     tasks = tuple(TaskSpec.from_dict(t) for t in ckpt["tasks"])
     model = MultiTaskModel(

@@ -21,7 +21,11 @@ class DataNotFoundError(RepevalError, FileNotFoundError):
 
 
 class CheckpointError(RepevalError, ValueError):
-    """A file is not a repeval checkpoint, or of an unknown format version."""
+    """A file is not a repeval checkpoint, or of an unknown format version, or damaged."""
+
+
+class DataError(RepevalError, ValueError):
+    """A dataset file cannot be read, or does not hold what its format declares."""
 
 
 class NonFiniteLossError(RepevalError, FloatingPointError):
@@ -34,6 +38,21 @@ class FolderInUseError(RepevalError):
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training; the message says where the run stopped and how to resume it."""
+
+
+def one_line(error: BaseException) -> str:
+    """The message of a user error on one line. An error raised in a DataLoader worker comes
+    back wrapped in the worker's traceback ("Caught DataError in DataLoader worker process 0...");
+    its own message is the traceback's last line.
+
+    >>> one_line(DataError("Caught DataError in DataLoader worker process 0.\\nOriginal Traceback (most recent "
+    ...                    "call last):\\n  ...\\nrepeval.errors.DataError: 'x.npy': truncated\\n"))
+    "'x.npy': truncated"
+    """
+    message = str(error)
+    if "\nOriginal Traceback" in message:
+        message = message.rstrip().splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(message.split("\n"))
 
 
 def check_choice(owner: str, param: str, value: object, allowed: Iterable[object]) -> None:

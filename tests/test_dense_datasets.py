@@ -11,7 +11,7 @@ from repeval import datasets
 from repeval.datasets.cityscapes import SYNTHETIC_PART_UIDS, map_disparity, map_seg_labels, part_classes
 from repeval.datasets.dense import Augmentation, augment
 from repeval.datasets.scenes import cached_split, render_split
-from repeval.errors import DataNotFoundError, InvalidChoiceError
+from repeval.errors import DataError, DataNotFoundError, InvalidChoiceError
 from repeval.kinds import kind_of
 from tests.fixtures import make_cityscapes_folder, make_nyuv2_folder
 
@@ -38,7 +38,7 @@ def test_nyuv2_missing_or_malformed_folders_get_one_line_errors(tmp_path):
         datasets.build("nyuv2", data_dir=str(folder))
     np.save(folder / "train" / "depth" / "1.npy", np.zeros((32, 32, 1)))
     np.save(folder / "train" / "normal" / "0.npy", np.zeros((32, 30, 3)))
-    with pytest.raises(DataNotFoundError, match=r"normal'.*shape \[3, 32, 30\].*expected \[3, 32, 32\]"):
+    with pytest.raises(DataError, match=r"normal/0.npy': the normal target has shape \[3, 32, 30\]; expected \[3, 32, 32\]"):
         datasets.build("nyuv2", data_dir=str(folder))
     with pytest.raises(InvalidChoiceError, match="fixed train/val split"):
         datasets.check_args("nyuv2", {"data_dir": "x", "split_seed": 3})

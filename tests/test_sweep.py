@@ -56,7 +56,7 @@ def test_any_training_option_is_a_grid_axis_named_in_the_run_folders():
 
 
 @pytest.mark.parametrize(("bad", "message"), [
-    ({"grid": {"methods": ["ew"], "dgr_dummies": [0]}}, "The 'dummies' parameter of DGRConfig must be an int >= 1. Got 0"),
+    ({"grid": {"methods": ["ew"], "dgr": [True], "dgr_dummies": [0]}}, "The 'dummies' parameter of DGRConfig must be an int >= 1. Got 0"),
     ({"grid": {"methods": ["ew"], "lr": 0.1}}, r"\[grid\] lr must be a non-empty list of values"),
     ({"grid": {"methods": ["ew"], "tasks": ["left,size"]}}, "dataset 'multidigits' has no task 'size'; its tasks: left, right, sum"),
     ({"grid": {"methods": ["ew"], "arch": ["mtan", "unet"]}}, "unknown architecture 'unet'; choose from: mtan, split"),

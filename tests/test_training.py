@@ -156,7 +156,7 @@ def test_config_errors_name_the_value_and_the_choices():
         TrainConfig(method="pcgrd")
     with pytest.raises(InvalidChoiceError, match="'device' parameter of TrainConfig must be one of 'auto', 'cpu', 'cuda'. Got 'tpu'"):
         TrainConfig(device="tpu")
-    with pytest.raises(InvalidChoiceError, match="'batch_size' parameter of TrainConfig must be an int >= 2. Got 0"):
+    with pytest.raises(InvalidChoiceError, match="'batch_size' parameter of TrainConfig must be an int >= 2 and <= 65536. Got 0"):
         TrainConfig(batch_size=0)
 
 

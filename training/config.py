@@ -106,9 +106,36 @@ def parse_rates(text: str) -> tuple[int, ...] | None:
         rates = tuple(int(r) for r in str(text).split(","))
     except ValueError:
         rates = ()
-    if not rates or min(rates) < 1:
-        raise InvalidChoiceError(f"--aspp-rates must be 'auto' or comma-separated ints >= 1, e.g. 12,24,36. Got {text!r} instead.")
+    if not rates or min(rates) < 1 or max(rates) > MAX_ASPP_RATE:
+        raise InvalidChoiceError(f"--aspp-rates must be 'auto' or comma-separated ints >= 1 and <= {MAX_ASPP_RATE}, "
+                                 f"e.g. 12,24,36. Got {text!r} instead.")
     return rates
+
+
+# Upper bounds of sizes, each far above any published recipe, so that a typo is refused at once
+# instead of running for years or asking the kernel for terabytes: 300 epochs is the longest
+# recipe (the scene tables); 256 ASPP channels the reference head; a dilation above 1,024 only
+# samples the padding of any feature map an 8K image gives (a side of 8192 / 8).
+MAX_EPOCHS = 100_000
+MAX_ASPP_WIDTH = 4096
+MAX_ASPP_RATE = 1024
+MAX_HIDDEN = 65_536
+MAX_BATCH = 65_536
+MAX_WORKERS = 256
+
+
+def check_options_apply(config: TrainConfig) -> None:
+    """Refuse options a run would ignore: ASPP settings without a dense task. Checked on the
+    config as given (`resolved()` fills the ASPP width in for every run)."""
+    if config.aspp_width is None and config.aspp_rates == "auto":
+        return
+    from repeval.kinds import kind_of
+
+    tasks = datasets.task_specs(config.dataset, config.tasks)
+    if not any(kind_of(t).dense for t in tasks):
+        given = "--aspp-width" if config.aspp_width is not None else "--aspp-rates"
+        raise InvalidChoiceError(f"{given} sets the dense tasks' heads; dataset {config.dataset!r} has none "
+                                 f"({', '.join(t.name for t in tasks)} are per-image tasks): leave it out")
 
 
 @dataclass(frozen=True)
@@ -164,10 +191,10 @@ class TrainConfig:
         METHODS.check(self.method)
         check_arch(self.arch, self.arch_args)
         check_choice(owner, "device", self.device, DEVICES)
-        check_number(owner, "hidden", self.hidden, kind=int, low=1)
+        check_number(owner, "hidden", self.hidden, kind=int, low=1, high=MAX_HIDDEN)
         # Batch norm in training mode needs two samples in every batch.
         if self.batch_size is not None:
-            check_number(owner, "batch_size", self.batch_size, kind=int, low=2)
+            check_number(owner, "batch_size", self.batch_size, kind=int, low=2, high=MAX_BATCH)
         if self.weight_decay is not None:
             check_number(owner, "weight_decay", self.weight_decay, low=0.0)
         if self.optimizer is not None:
@@ -175,16 +202,16 @@ class TrainConfig:
         if self.schedule is not None:
             check_choice(owner, "schedule", self.schedule, SCHEDULES)
         if self.aspp_width is not None:
-            check_number(owner, "aspp_width", self.aspp_width, kind=int, low=1)
+            check_number(owner, "aspp_width", self.aspp_width, kind=int, low=1, high=MAX_ASPP_WIDTH)
         parse_rates(self.aspp_rates)
         check_number(owner, "lr_gamma", self.lr_gamma, low=0.0, low_open=True)
-        check_number(owner, "num_workers", self.num_workers, kind=int, low=0)
+        check_number(owner, "num_workers", self.num_workers, kind=int, low=0, high=MAX_WORKERS)
         check_number(owner, "log_every", self.log_every, kind=int, low=1)
         check_seed(owner, "seed", self.seed)
         if self.lr is not None:
             check_number(owner, "lr", self.lr, low=0.0, low_open=True)
         if self.epochs is not None:
-            check_number(owner, "epochs", self.epochs, kind=int, low=1)
+            check_number(owner, "epochs", self.epochs, kind=int, low=1, high=MAX_EPOCHS)
         if self.lr_step is not None:
             check_number(owner, "lr_step", self.lr_step, kind=int, low=0)
         if self.dgr is not None and not isinstance(self.dgr, DGRConfig):

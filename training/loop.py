@@ -20,12 +20,13 @@ from repeval.datasets import DatasetBundle, InputNormalizer, collate_batch
 from repeval.distributed import (
     barrier, epoch_sampler, init_from_env, is_main_process, maximum_, rank, restore_rng, rng_states, shard, sum_, world_size,
 )
-from repeval.errors import InvalidChoiceError, NonFiniteLossError, TrainingInterrupted
+from repeval.errors import CheckpointError, InvalidChoiceError, NonFiniteLossError, TrainingInterrupted
 from repeval.kinds import kind_of
 from repeval.models import MultiTaskModel
+from repeval.resources import check_fits
 from repeval.storage import check_output_dir, folder_lock
 from repeval.training import run as run_files
-from repeval.training.config import TrainConfig
+from repeval.training.config import TrainConfig, check_options_apply
 from repeval.training.dgr import DummyGradientRegularizer
 from repeval.training.methods import Method, ParamGroups, create_method
 from repeval.training.step import Batch, autocast, param_groups, resolve_device, to_device, training_step
@@ -113,6 +114,7 @@ def build_training(config: TrainConfig) -> Training:
     torch.manual_seed(config.seed)
     bundle = datasets.build(config.dataset, **config.dataset_kwargs())
     check_splits(bundle)
+    check_batch_fits(config, bundle, device)
     model = build_model(config, bundle).to(device)
     if world_size() > 1:
         if config.sync_bn:
@@ -157,6 +159,15 @@ def check_splits(bundle: DatasetBundle) -> None:
                                  "give more data or a larger test fraction")
 
 
+def check_batch_fits(config: TrainConfig, bundle: DatasetBundle, device: torch.device) -> None:
+    """Refuse a batch larger than memory, judged by a lower bound: its float input, and each
+    dense task's full-size output and that output's gradient (the network's activations come on top)."""
+    h, w = bundle.input.height, bundle.input.width
+    outputs = sum(kind_of(t).outputs for t in bundle.tasks if kind_of(t).dense)
+    need = config.batch_size * h * w * 4 * (bundle.input.channels + 2 * outputs)
+    check_fits(need, f"a batch of {config.batch_size} images of {h}x{w}", device, "lower --batch-size or the image size")
+
+
 def train(config: TrainConfig, resume_dir: str | Path | None = None, run_dir: str | Path | None = None) -> Path:
     """Train a multi-task encoder; returns the run folder. `run_dir` names the new run's folder
     (it must not hold files; default: a fresh `<out_dir>/<dataset>-<method>-<time>`).
@@ -172,6 +183,7 @@ def train(config: TrainConfig, resume_dir: str | Path | None = None, run_dir: st
     init_from_env(config.device)
     if resume_dir is not None:
         return _resume(Path(resume_dir), extend_to=config.epochs)
+    check_options_apply(config)
     config = config.resolved()
     check_output_dir(config.out_dir if run_dir is None else run_dir, "--out")
     training = build_training(config)
@@ -205,12 +217,7 @@ def _resume(run_dir: Path, extend_to: int | None) -> Path:
         if extended and is_main_process():
             run_files.rewrite_config(run_dir, config)
         if epoch is not None:
-            ckpt, state = run_files.load_resume_state(run_dir)
-            training.model.load_state_dict(_model_state(ckpt), strict=True)
-            training.optimizer.load_state_dict(state["optimizer"])
-            training.scheduler.load_state_dict(state["scheduler"])
-            training.method.load_state_dict(state["method"])
-            _restore_rng(state, run_dir)
+            _restore(training, *run_files.load_resume_state(run_dir), run_dir)
         start = 0 if epoch is None else epoch + 1
         if start >= config.epochs:
             log.info("%s: all %d epochs are already trained; nothing to do (--epochs N extends it)", run_dir, config.epochs)
@@ -337,6 +344,20 @@ def train_loader(bundle: DatasetBundle, config: TrainConfig, epoch: int, seed: i
         # epoch, so dropping the incomplete batch costs no sample for good.
         drop_last=len(bundle.train) > config.batch_size,
     )
+
+
+def _restore(training: Training, ckpt: dict, state: dict, run_dir: Path) -> None:
+    """The committed epoch's weights, optimiser, schedule, method and RNG states, or one line
+    saying that they do not fit the run's config (a damaged or foreign file)."""
+    try:
+        training.model.load_state_dict(_model_state(ckpt), strict=True)
+        training.optimizer.load_state_dict(state["optimizer"])
+        training.scheduler.load_state_dict(state["scheduler"])
+        training.method.load_state_dict(state["method"])
+        _restore_rng(state, run_dir)
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+        detail = " ".join(str(e).strip().splitlines()[:2])[:300] or type(e).__name__
+        raise CheckpointError(f"cannot resume {str(run_dir)!r}: its saved state does not fit its config ({detail})") from None
 
 
 def _model_state(ckpt: dict) -> dict:

@@ -44,6 +44,16 @@ def render_paired(comparisons: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_comparison(out: Path, group_a: list[str], group_b: list[str], comparisons: list[dict], table: str) -> None:
+    """`compare.json` (how it was made, and the comparisons) and `compare.md` (the table) in `out`."""
+    from repeval import __version__
+    from repeval.storage import atomic_json, atomic_write
+
+    atomic_json({"repeval_version": __version__, "a": [str(p) for p in group_a], "b": [str(p) for p in group_b],
+                 "comparisons": comparisons}, Path(out) / "compare.json")
+    atomic_write(Path(out) / "compare.md", lambda f: f.write(table.encode()))
+
+
 def compare(paths_a: list[str | Path], paths_b: list[str | Path]) -> tuple[list[dict], str]:
     """Paired comparison of two groups of runs (each one configuration over several seeds), per
     task: B − A on the seeds both have."""
@@ -62,7 +72,17 @@ def compare(paths_a: list[str | Path], paths_b: list[str | Path]) -> tuple[list[
             raise InvalidChoiceError(f"group {name} has two runs with the same seed; a pairing needs one run per seed")
         groups.append(row)
     a, b = groups
+    both = sorted({r.path.resolve() for r in a.runs} & {r.path.resolve() for r in b.runs})
+    if both:
+        raise InvalidChoiceError(f"run {str(both[0])!r} is in both groups; B − A of a run with itself is 0 by construction")
+    datasets = (a.runs[0].config.dataset, b.runs[0].config.dataset)
+    if datasets[0] != datasets[1]:
+        raise InvalidChoiceError(f"group A ran on dataset {datasets[0]!r} and group B on {datasets[1]!r}; "
+                                 "a paired comparison needs the same tasks on the same data")
     tasks = [t for t in a.runs[0].scores if t in b.runs[0].scores]
+    if not tasks:
+        raise InvalidChoiceError(f"groups A and B share no task (A: {', '.join(a.runs[0].scores)}; "
+                                 f"B: {', '.join(b.runs[0].scores)})")
     comparisons = []
     for task in tasks:
         if not set(a.by_seed(task)) & set(b.by_seed(task)):

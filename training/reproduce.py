@@ -125,16 +125,21 @@ def run_protocol(protocol: str, data_dir, out: Path, smoke: bool = False, progre
             raise InvalidChoiceError(f"reproduce sensitivity --dataset {dataset} needs --data-dir (the folder that holds its files)")
         if dataset != "scenes" and data_dir is None:
             data_dir = smoke_data(dataset, _made(out) / f"{dataset}-smoke-data")
-        return run_sensitivity(dataset, data_dir, _made(out), smoke, table, progress,
+        return run_sensitivity(dataset, data_dir, Path(out), smoke, table, progress,
                                None if pretrained_file is None else str(pretrained_file))
     if data_dir is None and not (smoke and protocol != "utkface"):
         raise InvalidChoiceError(f"reproduce {protocol} needs --data-dir (the folder that holds its files)")
+    from repeval.training.sweep import plan_sweep
+
     if protocol == "utkface":
-        return sweep_and_report(utkface_spec(data_dir, pretrained_file, smoke=smoke), _made(out), progress)
+        spec = utkface_spec(data_dir, pretrained_file, smoke=smoke)
+        runs = plan_sweep(spec)  # data folder, weights file and every run's config, before any folder
+        return sweep_and_report(spec, _made(out), progress, runs=runs)
     if data_dir is None:
         data_dir = smoke_data(protocol, _made(out) / f"{protocol}-smoke-data")
     spec, baseline = scene_spec(protocol, data_dir, smoke=smoke)
-    return sweep_and_report(spec, _made(out), progress, baseline, by_arch=True)
+    runs = plan_sweep(spec)
+    return sweep_and_report(spec, _made(out), progress, baseline, by_arch=True, runs=runs)
 
 
 def _made(out: Path) -> Path:
@@ -143,14 +148,15 @@ def _made(out: Path) -> Path:
 
 
 def sweep_and_report(spec: dict, out: Path, progress: bool, baseline: str | None = None,
-                     by_arch: bool = False, report: bool = True) -> list[tuple[str, str]]:
+                     by_arch: bool = False, report: bool = True, runs: list | None = None) -> list[tuple[str, str]]:
     """Run a sweep, then write one report (`report`), or with `by_arch` one per architecture
-    (`report-split`, `report-mtan`): [(where, Markdown)]."""
+    (`report-split`, `report-mtan`): [(where, Markdown)]. `runs`: the plan, if already checked."""
     from repeval.training import run as run_files
     from repeval.training.results import write_report
-    from repeval.training.sweep import run_sweep
+    from repeval.training.sweep import plan_sweep, run_sweep
 
-    folders = run_sweep(spec, out, progress=progress)
+    runs = plan_sweep(spec, one_dataset=report or by_arch) if runs is None else runs
+    folders = run_sweep(spec, out, progress=progress, runs=runs)
     root = out / spec["name"]
     log.info("%d runs in %s", len(folders), root)
     groups = {"report": folders} if report else {}

@@ -117,7 +117,7 @@ def _legacy_epoch(run_dir: Path) -> int:
     from repeval.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(run_dir / CHECKPOINT)
-    state = torch.load(run_dir / TRAIN_STATE, map_location="cpu", weights_only=True)
+    state = read_train_state(run_dir / TRAIN_STATE)
     if state.get("epoch") != ckpt["epoch"]:
         raise CheckpointError(
             f"cannot resume {str(run_dir)!r}: {TRAIN_STATE} is from epoch {state.get('epoch')} "
@@ -126,17 +126,36 @@ def _legacy_epoch(run_dir: Path) -> int:
     return int(ckpt["epoch"])
 
 
+# What a train state holds (`training.loop.save_epoch`), and what each part must be.
+TRAIN_STATE_PARTS = {"epoch": int, "optimizer": dict, "scheduler": dict, "method": dict, "rng": "Tensor"}
+
+
+def read_train_state(path: Path) -> dict:
+    """A run's `train_state.pt` (weights_only: nothing is unpickled), refused in one line when it
+    is unreadable or lacks a part."""
+    import torch
+
+    from repeval.checkpoint import load_tensors
+
+    state = load_tensors(path, "is not a train state the run can resume from")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{str(path)!r} is not a train state (a {type(state).__name__}); the run cannot resume from it")
+    for key, kind in TRAIN_STATE_PARTS.items():
+        ok = isinstance(state.get(key), torch.Tensor) if kind == "Tensor" else isinstance(state.get(key), kind)
+        if not ok:
+            raise CheckpointError(f"{str(path)!r} is damaged: its {key!r} is "
+                                  f"{'missing' if key not in state else type(state[key]).__name__}; the run cannot resume from it")
+    return state
+
+
 def check_finite(checkpoint: dict, epoch: int, step: int) -> None:
     """Refuse to write weights that are not all finite: the last good epoch must stay the resumable one."""
-    for group in ("encoder", "heads"):
-        tensors = checkpoint[group].items() if group == "encoder" else (
-            (f"{task}.{k}", v) for task, sd in checkpoint[group].items() for k, v in sd.items())
-        for key, value in tensors:
-            if value.is_floating_point() and not bool(value.isfinite().all()):
-                raise NonFiniteLossError(
-                    f"non-finite weights at epoch {epoch + 1}, after step {step} ({group} {key}): "
-                    "training stopped and this epoch was not saved"
-                )
+    from repeval.checkpoint import non_finite_weight
+
+    bad = non_finite_weight(checkpoint)
+    if bad is not None:
+        raise NonFiniteLossError(f"non-finite weights at epoch {epoch + 1}, after step {step} ({bad}): "
+                                 "training stopped and this epoch was not saved")
 
 
 def save_epoch(run_dir: Path, checkpoint: dict, train_state: dict, metrics_line: dict) -> None:
@@ -255,7 +274,7 @@ def load_resume_state(run_dir: Path) -> tuple[dict, dict]:
     state_path = run_dir / TRAIN_STATE
     if not state_path.is_file():
         raise DataNotFoundError(f"cannot resume {str(run_dir)!r}: {TRAIN_STATE} is missing")
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    state = read_train_state(state_path)
     if not (state.get("epoch") == ckpt["epoch"] == epoch):
         raise CheckpointError(
             f"cannot resume {str(run_dir)!r}: {COMMIT} says epoch {epoch}, {TRAIN_STATE} is from epoch "

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import tomllib
@@ -47,7 +48,7 @@ from repeval.checkpoint import EXECUTION_FIELDS
 from repeval.errors import FolderInUseError, InvalidChoiceError, RepevalError, check_number, check_seed
 from repeval.storage import atomic_json, check_output_dir, folder_lock, remove_stale_temporaries
 from repeval.training import run as run_files
-from repeval.training.config import DGRConfig, TrainConfig
+from repeval.training.config import DGRConfig, TrainConfig, check_options_apply
 from repeval.training.loop import train
 from repeval.validation import from_mapping
 
@@ -56,6 +57,7 @@ log = logging.getLogger("repeval")
 SECTIONS = ("name", "train", "grid", "dgr", "method_args")
 NAME = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]*")
 PLAN, SPEC = "sweep.json", "spec.json"
+MAX_RUNS = 10_000  # the paper's largest protocol is 129 runs
 
 
 @dataclass(frozen=True)
@@ -190,13 +192,15 @@ def expand(spec: dict) -> list[SweepRun]:
         if key in DGR_AXES and isinstance(dgr_args, dict) and DGR_AXES[key] in dgr_args:
             raise InvalidChoiceError(f"[dgr] sets {DGR_AXES[key]!r} and [grid] has the axis {key!r}; keep one")
     from_mapping(DGRConfig, dgr_args, "[dgr]")  # checked once, before any run
-    points = _points(base, axes, train_args)
     method_args = spec.get("method_args", {})
     if not isinstance(method_args, dict) or not all(isinstance(v, dict) for v in method_args.values()):
         raise InvalidChoiceError("[method_args] must hold one table per method, e.g. [method_args.sam]")
     unknown = set(method_args) - set(methods)
     if unknown:
         raise InvalidChoiceError(f"[method_args] names {sorted(unknown)}, which are not among the methods {methods}")
+    _check_dgr_applies(spec, grid, axes, dgr_methods)
+    _check_grid_size(grid, axes, method_args)
+    points = _points(base, axes, train_args)
 
     runs = []
     for method in methods:
@@ -229,6 +233,70 @@ def expand(spec: dict) -> list[SweepRun]:
     if len(set(names)) != len(names):
         raise InvalidChoiceError("the sweep grid repeats a run (duplicate methods, lambdas, seeds or axis values)")
     return runs
+
+
+def _check_dgr_applies(spec: dict, grid: SweepGrid, axes: dict, dgr_methods: list[str]) -> None:
+    """DGR's settings (the [dgr] table, lambdas, dgr_* axes) in a sweep that trains no DGR run
+    would be silently ignored: refuse them."""
+    if True in grid.dgr and any(m in dgr_methods for m in grid.methods):
+        return
+    given = [*(["[dgr]"] if spec.get("dgr") else []), *(["[grid] lambdas"] if "lambdas" in spec.get("grid", {}) else []),
+             *(f"[grid] {k}" for k in axes if k in DGR_AXES)]
+    if given:
+        raise InvalidChoiceError(f"{', '.join(given)} set(s) DGR, but the sweep trains no DGR run ([grid] dgr = "
+                                 f"{list(grid.dgr)}, dgr_methods = {dgr_methods}): add dgr = [false, true] or leave it out")
+
+
+def _check_grid_size(grid: SweepGrid, axes: dict, method_args: dict) -> None:
+    """Refuse a grid of more than MAX_RUNS runs before planning it point by point (an upper
+    bound: every method x DGR variant x seed x axis point x method-option point)."""
+    options = [math.prod(len(v) if isinstance(v, list) else 1 for v in method_args.get(m, {}).values()) for m in grid.methods]
+    bound = (sum(options) * (len(grid.lambdas) + 1) * len(grid.seeds)
+             * math.prod(len(v) for v in axes.values()))
+    if bound > MAX_RUNS:
+        raise InvalidChoiceError(f"the sweep grid has up to {bound:,} runs; a sweep holds at most {MAX_RUNS:,} "
+                                 "(split it into several sweeps)")
+
+
+# Runs equal in these fields build the same data, model and batch: the plan builds one of each.
+BUILD_FIELDS = ("dataset", "data_dir", "dataset_args", "tasks", "arch", "arch_args", "backbone", "pretrained_file",
+                "hidden", "aspp_width", "aspp_rates", "batch_size", "device")
+
+
+def plan_sweep(spec: dict, one_dataset: bool = True) -> list[SweepRun]:
+    """The sweep's runs, with everything they need checked before any folder is made: every
+    point's config, the options each run would ignore, and one build (data folder, weights file,
+    model, batch memory) of each distinct data-and-model setting. `one_dataset`: the sweep's
+    report covers one dataset, so its runs must share it."""
+    from repeval.training.loop import build_training
+
+    runs = expand(spec)
+    used = sorted({r.config.dataset for r in runs})
+    if one_dataset and len(used) > 1:
+        raise InvalidChoiceError(f"the sweep's runs use {len(used)} datasets ({', '.join(used)}) and its report covers one: "
+                                 "make one sweep per dataset, or pass --no-report")
+    built = set()
+    for sweep_run in runs:
+        check_options_apply(sweep_run.config)
+        key = json.dumps({f: getattr(sweep_run.config, f) for f in BUILD_FIELDS}, sort_keys=True, default=str)
+        if key not in built:
+            built.add(key)
+            build_training(sweep_run.config.resolved())
+    return runs
+
+
+def describe_plan(runs: list[SweepRun], root: Path) -> str:
+    """`repeval sweep --dry-run`: each run with its status, and the plan's size in epochs."""
+    lines, epochs, todo = [], 0, 0
+    for sweep_run in runs:
+        config = sweep_run.config.resolved()
+        status = run_status(root / sweep_run.name, config) if (root / sweep_run.name).is_dir() else "new"
+        trained = 0 if status == "new" else len(run_files.read_metrics(root / sweep_run.name))
+        epochs += config.epochs
+        todo += max(config.epochs - trained, 0)
+        lines.append(f"{sweep_run.name}  ({config.dataset}, {config.epochs} epochs, {status})")
+    lines.append(f"{len(runs)} runs, {epochs} epochs in all, {todo} still to train; nothing was created")
+    return "\n".join(lines)
 
 
 def _points(base: TrainConfig, axes: dict, train_args: dict) -> list[tuple[dict, TrainConfig]]:
@@ -295,12 +363,14 @@ def _comparable(config: TrainConfig) -> dict:
     return d
 
 
-def run_sweep(spec: dict, out_dir: str | Path = "runs/sweeps", progress: bool = False) -> list[Path]:
+def run_sweep(spec: dict, out_dir: str | Path = "runs/sweeps", progress: bool = False,
+              runs: list[SweepRun] | None = None) -> list[Path]:
     """Run (or continue) every run of the sweep; returns the folders of its finished runs.
+    `runs`: the plan if already checked (`plan_sweep`); else it is planned here, before any folder.
 
     Several processes can share one sweep: each run folder is locked while a process trains it,
     and the others pass over it to the next one."""
-    runs = expand(spec)
+    runs = plan_sweep(spec, one_dataset=False) if runs is None else runs
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise InvalidChoiceError(
             "repeval sweep does not run under torchrun: start several `repeval sweep` workers on the grid instead "

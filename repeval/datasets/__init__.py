@@ -49,6 +49,11 @@ def task_names(name: str) -> list[str]:
     return [t.name for t in _module(name).TASKS]
 
 
+def task_specs(name: str, selected=None) -> list:
+    """The `TaskSpec`s of dataset `name` (those named in `selected`, when given), without loading data."""
+    return [t for t in _module(name).TASKS if selected is None or t.name in selected]
+
+
 def dataset_options(name: str) -> dict[str, Any]:
     """Option name -> default of a registered dataset's builder."""
     return {k: p.default for k, p in inspect.signature(DATASETS.get(name)).parameters.items()}
@@ -113,5 +118,5 @@ def list_datasets() -> list[str]:
 
 __all__ = [
     "ArrayDataset", "DatasetBundle", "InputSpec", "DATASETS", "NEEDS_DATA_DIR", "build", "check_args",
-    "check_task_selection", "dataset_options", "list_datasets", "TASKS", "task_names", "collate_batch", "normalize_batch", "InputNormalizer",
+    "check_task_selection", "dataset_options", "task_specs", "list_datasets", "TASKS", "task_names", "collate_batch", "normalize_batch", "InputNormalizer",
 ]

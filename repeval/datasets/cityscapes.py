@@ -21,7 +21,8 @@ import numpy as np
 
 from repeval.datasets.base import DatasetBundle
 from repeval.datasets.dense import Augmentation
-from repeval.datasets.nyuv2 import count_samples, folder_bundle, hwc_to_chw, image_to_uint8
+from repeval.datasets.files import class_map, image_to_uint8, read_image, read_npy, value_map
+from repeval.datasets.nyuv2 import count_samples, folder_bundle
 from repeval.errors import DataNotFoundError, check_bool, check_choice, check_fixed_split
 from repeval.kinds.base import REDUCTIONS
 from repeval.tasks import TaskSpec
@@ -89,15 +90,14 @@ class CityscapesPngSource:
     def __len__(self) -> int:
         return self.count
 
+    def files(self, i: int) -> list[Path]:
+        return [self.folder / name / f"{i}.{extension}" for name, extension in self.FOLDERS.items()]
+
     def load(self, i: int):
-        from PIL import Image
-
-        def read(name: str) -> np.ndarray:
-            with Image.open(self.folder / name / f"{i}.{self.FOLDERS[name]}") as im:
-                return np.array(im.convert("RGB") if name == "image" else im)
-
-        return (image_to_uint8(read("image")), [map_seg_labels(read("seg")), part_classes(read("part_seg")),
-                                                map_disparity(read("depth"))[None]])
+        image, seg, parts, depth = self.files(i)
+        return (image_to_uint8(read_image(image, "RGB"), image),
+                [map_seg_labels(class_map(read_image(seg), seg)), part_classes(class_map(read_image(parts), parts)),
+                 map_disparity(value_map(read_image(depth), depth))])
 
 
 class CityscapesNpySource:
@@ -109,9 +109,13 @@ class CityscapesNpySource:
     def __len__(self) -> int:
         return self.count
 
+    def files(self, i: int) -> list[Path]:
+        return [self.folder / f / f"{i}.npy" for f in self.folders]
+
     def load(self, i: int):
-        image, label, depth = (np.load(self.folder / f / f"{i}.npy") for f in self.folders)
-        return image_to_uint8(image), [label.astype(np.int64), hwc_to_chw(depth).astype(np.float32)]
+        image, label, depth = self.files(i)
+        return (image_to_uint8(read_npy(image), image),
+                [class_map(read_npy(label), label), value_map(read_npy(depth), depth)])
 
 
 def check_args(data_dir=None, split_seed: int = 0, variant: str = "dgr", augment: bool | None = None,

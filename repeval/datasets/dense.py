@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from repeval.errors import DataError
 from repeval.kinds import kind_of
 from repeval.tasks import TaskSpec
 
@@ -58,15 +59,45 @@ class ArraySource:
 
 class DenseDataset(torch.utils.data.Dataset):
     """A split of a dense dataset. Items are `(uint8 [C, H, W], [target per task])`;
-    `__getitems__` returns a whole batch, stacked (see `repeval.datasets.collate_batch`)."""
+    `__getitems__` returns a whole batch, stacked (see `repeval.datasets.collate_batch`).
+
+    Every sample read is checked (`load`): the image is uint8 of sample 0's shape, each target
+    has its kind's shape at the image's size and values its kind accepts. A sample that does
+    not fit raises a `DataError` naming its file (a source's `files(i)`: the image's, then each
+    task's). Sample 0 is read at construction, so a broken layout is refused before training."""
 
     def __init__(self, source, tasks: tuple[TaskSpec, ...], augmentation: Augmentation | None = None):
         self.source = source
+        self.tasks = tuple(tasks)
         self.kinds = [kind_of(t) for t in tasks]
         self.augmentation = augmentation
         self.indices = np.arange(len(source))
         self.extras: dict = {}
         self.keep: list[int] | None = None  # the tasks whose targets are returned (None: all)
+        self.sample_shape: tuple[int, ...] | None = None
+        self.sample_shape = tuple(self.load(0)[0].shape)
+
+    def where(self, i: int, part: int = 0) -> str:
+        """The file behind part `part` of sample `i` (0: the image, k + 1: task k's target)."""
+        files = getattr(self.source, "files", None)
+        return repr(str(files(i)[part])) if files is not None else f"sample {i}"
+
+    def load(self, i: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Sample `i` as its source reads it, checked against the split's layout."""
+        image, targets = self.source.load(i)
+        if image.dtype != np.uint8 or image.ndim != 3 or (self.sample_shape not in (None, image.shape)):
+            expected = "[C, H, W]" if self.sample_shape is None else f"{list(self.sample_shape)} (sample 0's)"
+            raise DataError(f"{self.where(i)}: image of {image.dtype} {list(image.shape)}; expected uint8 {expected}")
+        height, width = image.shape[1:]
+        for k, (task, kind, target) in enumerate(zip(self.tasks, self.kinds, targets)):
+            expected = (height, width) if kind.target_is_index else (kind.outputs, height, width)
+            if tuple(target.shape) != expected:
+                raise DataError(f"{self.where(i, k + 1)}: the {task.name} target has shape {list(target.shape)}; "
+                                f"expected {list(expected)} at the image's size")
+            problem = kind.target_problem(target)
+            if problem:
+                raise DataError(f"{self.where(i, k + 1)}: the {task.name} target has {problem}")
+        return image, targets
 
     def select_tasks(self, keep: list[int]) -> DenseDataset:
         """The same split returning only the targets of tasks `keep` (augmented as before)."""
@@ -79,13 +110,12 @@ class DenseDataset(torch.utils.data.Dataset):
 
     @property
     def image_shape(self) -> tuple[int, ...]:
-        image, _ = self.source.load(0)
         if self.augmentation is not None:
-            return (image.shape[0], *self.augmentation.crop)
-        return tuple(image.shape)
+            return (self.sample_shape[0], *self.augmentation.crop)
+        return self.sample_shape
 
     def __getitem__(self, i: int):
-        image, targets = self.source.load(int(i))
+        image, targets = self.load(int(i))
         image = torch.from_numpy(np.ascontiguousarray(image))
         targets = [torch.from_numpy(np.ascontiguousarray(t)) for t in targets]
         if self.augmentation is not None:

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from repeval.datasets.base import IMAGENET_MEAN, IMAGENET_STD, DatasetBundle, InputSpec
+from repeval.datasets.files import MAX_IMAGE_SIDE, read_image
 from repeval.errors import DataNotFoundError, check_bool, check_fixed_split, check_number
 from repeval.tasks import TaskSpec
 
@@ -52,14 +53,14 @@ class ImageFolderSplit(torch.utils.data.Dataset):
         return self  # one task
 
     def load(self, i: int) -> np.ndarray:
-        with Image.open(self.paths[i]) as image:
-            image = image.convert("RGB")
-            w, h = image.size
-            scale = self.size / min(w, h)
-            image = image.resize((max(self.size, round(w * scale)), max(self.size, round(h * scale))), Image.BILINEAR)
-            w, h = image.size
-            left, top = (w - self.size) // 2, (h - self.size) // 2
-            array = np.asarray(image.crop((left, top, left + self.size, top + self.size)), dtype=np.uint8)
+        """Image `i` resized and cropped; a file that does not decode raises a `DataError` naming it."""
+        image = Image.fromarray(read_image(self.paths[i], "RGB"))
+        w, h = image.size
+        scale = self.size / min(w, h)
+        image = image.resize((max(self.size, round(w * scale)), max(self.size, round(h * scale))), Image.BILINEAR)
+        w, h = image.size
+        left, top = (w - self.size) // 2, (h - self.size) // 2
+        array = np.asarray(image.crop((left, top, left + self.size, top + self.size)), dtype=np.uint8)
         return array.transpose(2, 0, 1)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,7 +78,7 @@ def check_args(data_dir: str | os.PathLike | None, split_seed: int, size: int, a
     if data_dir is None:
         raise DataNotFoundError(f"imagefolder needs --data-dir: the folder that holds {LAYOUT}")
     check_fixed_split("imagefolder", split_seed)
-    check_number("ImageFolder", "size", size, kind=int, low=8)
+    check_number("ImageFolder", "size", size, kind=int, low=8, high=MAX_IMAGE_SIDE)
     check_bool("ImageFolder", "augment", augment)
 
 

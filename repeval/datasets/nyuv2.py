@@ -18,8 +18,8 @@ import numpy as np
 
 from repeval.datasets.base import DatasetBundle, InputSpec
 from repeval.datasets.dense import Augmentation, DenseDataset
+from repeval.datasets.files import class_map, image_to_uint8, read_npy, value_map
 from repeval.errors import DataNotFoundError, check_bool, check_choice, check_fixed_split
-from repeval.kinds import kind_of
 from repeval.kinds.base import REDUCTIONS
 from repeval.kinds.normals import NORMAL_LOSSES
 from repeval.tasks import TaskSpec
@@ -53,21 +53,14 @@ class NpyFolderSource:
     def __len__(self) -> int:
         return self.count
 
+    def files(self, i: int) -> list[Path]:
+        return [self.folder / f / f"{i}.npy" for f in self.folders]
+
     def load(self, i: int) -> tuple[np.ndarray, list[np.ndarray]]:
-        image, label, depth, normal = (np.load(self.folder / f / f"{i}.npy") for f in self.folders)
-        return (image_to_uint8(image), [label.astype(np.int64), hwc_to_chw(depth).astype(np.float32),
-                                        hwc_to_chw(normal).astype(np.float32)])
-
-
-def image_to_uint8(image: np.ndarray) -> np.ndarray:
-    """HWC float in [0, 1] (or uint8) -> CHW uint8."""
-    if image.dtype != np.uint8:
-        image = np.clip(np.rint(image.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(np.moveaxis(image, -1, 0))
-
-
-def hwc_to_chw(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.moveaxis(a[..., None] if a.ndim == 2 else a, -1, 0))
+        files = self.files(i)
+        image, label, *values = (read_npy(path) for path in files)
+        return (image_to_uint8(image, files[0]),
+                [class_map(label, files[1]), *(value_map(v, path) for v, path in zip(values, files[2:]))])
 
 
 def count_samples(folder: Path, folders: dict[str, str]) -> int:
@@ -89,22 +82,6 @@ def count_samples(folder: Path, folders: dict[str, str]) -> int:
     if len(set(counts.values())) > 1:
         raise DataNotFoundError(f"{str(folder)!r}: the folders hold different numbers of samples ({counts})")
     return next(iter(counts.values()))
-
-
-def check_sample(source, folder: Path, tasks) -> tuple[int, int, int]:
-    """Read sample 0 once and check each target against the image's size, naming the file that
-    does not fit; returns the image's (channels, height, width)."""
-    try:
-        image, targets = source.load(0)
-    except (ValueError, OSError) as e:
-        raise DataNotFoundError(f"cannot read sample 0 under {str(folder)!r}: {e}") from None
-    c, h, w = image.shape
-    for task, array in zip(tasks, targets):
-        shape = (h, w) if kind_of(task).target_is_index else (task.num_classes, h, w)
-        if tuple(array.shape) != shape:
-            raise DataNotFoundError(
-                f"{str(folder / task.name)!r}: sample 0 has shape {list(array.shape)} after loading, expected {list(shape)}")
-    return c, h, w
 
 
 def check_args(data_dir=None, split_seed: int = 0, augment: bool = True, normal_loss: str = "l1",
@@ -136,16 +113,15 @@ def folder_bundle(name: str, root: Path, tasks, source_cls, args: dict, train_au
         raise DataNotFoundError(f"{name} folder {str(root)!r} does not exist")
     train_source = source_cls(root / splits[0], **source_kwargs)
     test_source = source_cls(root / splits[1], **source_kwargs)
-    c, h, w = check_sample(train_source, root / splits[0], tasks)
-    check_sample(test_source, root / splits[1], tasks)
+    train, test = DenseDataset(train_source, tasks), DenseDataset(test_source, tasks)  # each checks its sample 0
+    c, h, w = train.sample_shape
     if train_augmentation is not None:
-        train_augmentation = train_augmentation.for_size(h, w)
-    crop = (h, w) if train_augmentation is None else train_augmentation.crop
+        train.augmentation = train_augmentation.for_size(h, w)
+    crop = (h, w) if train.augmentation is None else train.augmentation.crop
     spec = InputSpec(c, crop[0], crop[1], mean=(0.5,) * c, std=(0.5,) * c)  # 2x - 1, as Auto-lambda
     return DatasetBundle(
         name=name, args={**args, "data_dir": str(root)},
-        train=DenseDataset(train_source, tasks, train_augmentation),
-        test=DenseDataset(test_source, tasks, None),
+        train=train, test=test,
         tasks=tasks, input=spec,
         report={"train": len(train_source), "test": len(test_source)},
     )

@@ -32,7 +32,8 @@ from PIL import Image
 
 from repeval.datasets.base import IMAGENET_MEAN, IMAGENET_STD, DatasetBundle, InputSpec
 from repeval.datasets.dense import Augmentation, DenseDataset
-from repeval.errors import DataNotFoundError, InvalidChoiceError, check_bool, check_fixed_split, check_number
+from repeval.datasets.files import MAX_IMAGE_SIDE, class_map, read_image, read_mat
+from repeval.errors import DataError, DataNotFoundError, InvalidChoiceError, check_bool, check_fixed_split, check_number
 from repeval.validation import parse_int_list
 from repeval.tasks import TaskSpec
 
@@ -60,20 +61,22 @@ LAYOUT = ("PASCAL_MT's layout: JPEGImages/ID.jpg, ImageSets/Context/{train,val}.
 
 def part_labels(mat_path: Path, shape: tuple[int, int]) -> np.ndarray:
     """The 7-class part map of a Pascal-Part annotation; all -1 (ignore) without a person."""
-    from scipy.io import loadmat
-
     out = np.full(shape, -1, dtype=np.int64)
     if not mat_path.is_file():
         return out
-    anno = loadmat(str(mat_path), squeeze_me=True, struct_as_record=False)["anno"]
-    objects = np.atleast_1d(anno.objects)
-    people = [o for o in objects if int(o.class_ind) == PERSON]
-    if not people:
-        return out
-    out[:] = 0
-    for person in people:
-        for part in np.atleast_1d(person.parts) if np.size(person.parts) else []:
-            out[np.asarray(part.mask) > 0] = PART_CLASS.get(str(part.part_name), 0)
+    anno = read_mat(mat_path, "anno", squeeze_me=True, struct_as_record=False)
+    try:
+        people = [o for o in np.atleast_1d(anno.objects) if int(o.class_ind) == PERSON]
+        if people:
+            out[:] = 0
+        for person in people:
+            for part in np.atleast_1d(person.parts) if np.size(person.parts) else []:
+                mask = np.asarray(part.mask) > 0
+                if mask.shape != shape:
+                    raise DataError(f"{str(mat_path)!r}: a part mask of shape {list(mask.shape)}; the image is {list(shape)}")
+                out[mask] = PART_CLASS.get(str(part.part_name), 0)
+    except (AttributeError, TypeError, ValueError) as e:
+        raise DataError(f"{str(mat_path)!r} is not a Pascal-Part annotation ({e})") from None
     return out
 
 
@@ -113,25 +116,31 @@ class PascalSource:
         image = Image.fromarray(array)
         return np.array(image.resize((self.size, self.size), Image.NEAREST if nearest else Image.BILINEAR))
 
-    def load(self, i: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    def files(self, i: int) -> list[Path]:
+        """The image's file, then each task's (the edges' are the context labels)."""
         name = self.ids[i]
-        with Image.open(self._file("JPEGImages", f"{name}.jpg")) as im:
-            image = np.asarray(im.convert("RGB"))
-        shape = image.shape[:2]
-        semseg_path = self.root / "semseg" / "VOC12" / f"{name}.png"
-        if not semseg_path.is_file():
-            semseg_path = self._file("semseg", "pascal-context", f"{name}.png")
-        with Image.open(semseg_path) as im:
-            seg = np.asarray(im).astype(np.int64)
-        seg[seg == 255] = -1
-        parts = part_labels(self.root / "human_parts" / f"{name}.mat", shape)
-        with Image.open(self._file("sal_distill", f"{name}.png")) as im:
-            sal = (np.asarray(im.convert("L")).astype(np.float32) / 255.0 > 0.5).astype(np.float32)
-        with Image.open(self._file("normals_distill", f"{name}.png")) as im:
-            normal = 2.0 * np.asarray(im.convert("RGB")).astype(np.float32) / 255.0 - 1.0
-        from scipy.io import loadmat
+        semseg = self.root / "semseg" / "VOC12" / f"{name}.png"
+        if not semseg.is_file():
+            semseg = self.root / "semseg" / "pascal-context" / f"{name}.png"
+        context = self.root / "pascal-context" / "trainval" / f"{name}.mat"
+        return [self.root / "JPEGImages" / f"{name}.jpg", semseg, self.root / "human_parts" / f"{name}.mat",
+                self.root / "sal_distill" / f"{name}.png", self.root / "normals_distill" / f"{name}.png", context]
 
-        label_map = np.asarray(loadmat(str(self._file("pascal-context", "trainval", f"{name}.mat")))["LabelMap"])
+    def load(self, i: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        image_path, semseg_path, parts_path, sal_path, normal_path, context_path = self.files(i)
+        for path in (image_path, semseg_path, sal_path, normal_path, context_path):
+            self._file(str(path.relative_to(self.root)))
+        image = read_image(image_path, "RGB")
+        shape = image.shape[:2]
+        seg = class_map(read_image(semseg_path), semseg_path)
+        seg[seg == 255] = -1
+        parts = part_labels(parts_path, shape)
+        sal = (read_image(sal_path, "L").astype(np.float32) / 255.0 > 0.5).astype(np.float32)
+        normal = 2.0 * read_image(normal_path, "RGB").astype(np.float32) / 255.0 - 1.0
+        label_map = np.asarray(read_mat(context_path, "LabelMap"))
+        for path, array in ((semseg_path, seg), (sal_path, sal), (normal_path, normal), (context_path, label_map)):
+            if array.shape[:2] != shape:
+                raise DataError(f"{str(path)!r} is {list(array.shape[:2])}; its image is {list(shape)}")
         keep = label_map > 0 if self.normal_classes is None else np.isin(label_map, self.normal_classes)
         normal = normal * keep[..., None]
         edges = context_edges(label_map)
@@ -154,7 +163,7 @@ def check_args(data_dir, split_seed: int, size: int, augment: bool, normal_class
     if data_dir is None:
         raise DataNotFoundError(f"pascal needs --data-dir: the folder of {LAYOUT}")
     check_fixed_split("pascal", split_seed)
-    check_number("Pascal", "size", size, kind=int, low=16)
+    check_number("Pascal", "size", size, kind=int, low=16, high=MAX_IMAGE_SIDE)
     check_bool("Pascal", "augment", augment)
     parse_classes(normal_classes)
 
@@ -168,8 +177,7 @@ def build_pascal(data_dir: str | None = None, split_seed: int = 0, size: int = 5
         raise DataNotFoundError(f"pascal folder {str(root)!r} does not exist; expected {LAYOUT}")
     classes = parse_classes(normal_classes)
     train, test = (PascalSource(root, split, size, classes) for split in ("train", "val"))
-    train.load(0)  # a broken layout is refused now, not in the first epoch
-    return DatasetBundle(
+    return DatasetBundle(  # each split reads its sample 0 now: a broken layout is refused before training
         name="pascal",
         args=dict(data_dir=str(root), split_seed=split_seed, size=size, augment=augment, normal_classes=normal_classes),
         train=DenseDataset(train, TASKS, Augmentation((1.0,)).for_size(size, size) if augment else None),

@@ -19,7 +19,8 @@ import numpy as np
 
 from repeval.datasets.base import DatasetBundle, InputSpec
 from repeval.datasets.dense import ArraySource, Augmentation, DenseDataset
-from repeval.datasets.nyuv2 import hwc_to_chw, image_to_uint8, nyuv2_tasks
+from repeval.datasets.files import hwc_to_chw, image_to_uint8
+from repeval.datasets.nyuv2 import nyuv2_tasks
 from repeval.datasets.scenes_render import CLASSES, render_scene
 from repeval.errors import check_choice, check_number, check_seed
 from repeval.kinds.base import REDUCTIONS

@@ -34,6 +34,7 @@ import torch
 from PIL import Image
 
 from repeval.datasets.base import IMAGENET_MEAN, IMAGENET_STD, ArrayDataset, DatasetBundle, InputSpec
+from repeval.datasets.files import MAX_IMAGE_SIDE
 from repeval.errors import DataNotFoundError, check_number, check_seed
 from repeval.storage import atomic_json, atomic_write, cache_dir, file_sha256
 from repeval.tasks import TaskSpec
@@ -139,7 +140,7 @@ def check_args(data_dir: str | os.PathLike | None, split_seed: int, size: int, t
     if data_dir is None:
         raise DataNotFoundError(f"UTKFace needs its folder. {WHERE_FROM}.")
     check_seed("UTKFace", "split_seed", split_seed)
-    check_number("UTKFace", "size", size, kind=int, low=8)
+    check_number("UTKFace", "size", size, kind=int, low=8, high=MAX_IMAGE_SIDE)
     check_number("UTKFace", "test_fraction", test_fraction, low=0.0, high=0.99, low_open=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -89,6 +90,11 @@ class TaskKind:
     def metric(self, device: torch.device | str = "cpu") -> StreamingMetric:
         raise NotImplementedError
 
+    def target_problem(self, target: np.ndarray) -> str | None:
+        """What is wrong with the values of one sample's target as a dataset loaded it (None:
+        nothing); its shape is the dataset's check. Datasets call it on every sample they read."""
+        return None if np.isfinite(target).all() else "non-finite values"
+
     # Joint augmentation of dense samples (`repeval.datasets.dense.augment`).
     invalid_value: ClassVar[float] = 0.0  # what padding a target map fills in
     target_is_index: ClassVar[bool] = False  # targets are class indices ([B] or [B, H, W]), not [B, C, H, W] values
@@ -100,6 +106,20 @@ class TaskKind:
     def scale_target(self, target: torch.Tensor, scale: float) -> torch.Tensor:
         """A target of a sample zoomed in by `scale` (a closer camera)."""
         return target
+
+
+def class_id_problem(target: np.ndarray, classes: int, ignore: int | None) -> str | None:
+    """Class ids outside 0..classes-1 (and not the `ignore` value), described; None when all fit."""
+    if target.dtype.kind == "f" and not (np.isfinite(target) & (target == np.round(target))).all():
+        return "values that are not whole numbers (class ids)"
+    bad = (target < 0) | (target >= classes)
+    if ignore is not None:
+        bad &= target != ignore
+    if not bad.any():
+        return None
+    found = target[bad]
+    allowed = f"0..{classes - 1}" + ("" if ignore is None else f" or {ignore} (ignore)")
+    return f"class ids {found.min()}..{found.max()} ({int(bad.sum())} values); expected {allowed}"
 
 
 class DenseKind(TaskKind):

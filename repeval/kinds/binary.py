@@ -20,6 +20,7 @@ positive and of the negative valid pixels over the whole test set, so every thre
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -96,6 +97,12 @@ class BinaryKind(DenseKind):
 
     def metric(self, device: torch.device | str = "cpu") -> ThresholdCounts:
         return ThresholdCounts(self, device)
+
+    def target_problem(self, target: np.ndarray) -> str | None:
+        bad = ~(((target >= 0) & (target <= 1)) | (target == IGNORE))  # NaN is bad too
+        if bad.any():
+            return f"{int(bad.sum())} values outside [0, 1] (e.g. {target[bad].flat[0]:.4g}); expected [0, 1] or {IGNORE:g} (ignore)"
+        return None
 
 
 class Saliency(BinaryKind):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from repeval.heads import HeadConfig, mlp_head
-from repeval.kinds.base import HIGHER, StreamingMetric, TaskKind, lifted
+from repeval.kinds.base import HIGHER, StreamingMetric, TaskKind, class_id_problem, lifted
 
 
 class Accuracy(StreamingMetric):
@@ -40,3 +41,6 @@ class Classification(TaskKind):
 
     def metric(self, device: torch.device | str = "cpu") -> Accuracy:
         return Accuracy(device)
+
+    def target_problem(self, target: np.ndarray) -> str | None:
+        return class_id_problem(target, self.outputs, None)

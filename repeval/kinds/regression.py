@@ -4,6 +4,7 @@ outputs, no activation (as the reference networks); L1 loss over valid pixels.""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from repeval.kinds.base import LOWER, DenseKind, StreamingMetric
@@ -63,6 +64,15 @@ class Depth(DenseKind):
 
     def metric(self, device: torch.device | str = "cpu") -> ErrorMetric:
         return ErrorMetric(self.invalid, self.relative, self.option("reduce"), device)
+
+    def target_problem(self, target: np.ndarray) -> str | None:
+        # Depth and disparity are distances or their inverse: >= 0 where measured.
+        if not np.isfinite(target).all():
+            return "non-finite values"
+        negative = (target < 0) & (target != self.invalid)
+        if negative.any():
+            return f"negative values (min {target[negative].min():.4g}); expected >= 0, or {self.invalid:g} where invalid"
+        return None
 
 
 class Disparity(Depth):

@@ -3,10 +3,11 @@ layouts' rule); mIoU and pixel accuracy from the confusion matrix of the whole t
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from repeval.kinds.base import HIGHER, DenseKind, StreamingMetric
+from repeval.kinds.base import HIGHER, DenseKind, StreamingMetric, class_id_problem
 
 IGNORE = -1
 
@@ -62,3 +63,6 @@ class Segmentation(DenseKind):
 
     def metric(self, device: torch.device | str = "cpu") -> ConfusionMetric:
         return ConfusionMetric(self.outputs, device)
+
+    def target_problem(self, target: np.ndarray) -> str | None:
+        return class_id_problem(target, self.outputs, IGNORE)
