@@ -19,7 +19,7 @@ from repeval.app.data_commands import check_data
 from repeval.archs import list_archs
 from repeval.app.options import (
     CvFolds, DataDirOverride, DataOptions, Device, L2Grid, MaxEpochs, OptimalReading, TimmDataset, TimmName, TimmWeights,
-    check_data_dir, check_dgr_options_apply, expand, make_console, one_of,
+    DGR_DEFAULTS, UNIVERSALITY_DEFAULTS, check_data_dir, check_switched_options, expand, make_console, one_of,
     parse_key_values, probe_dense_checkpoints, saying_where_training_stopped, encoder_sources,
 )
 from repeval.datasets import DATASETS
@@ -98,7 +98,7 @@ def train(
             typer.echo(str(run_training(config, resume_dir=resume)))
         return
     check_data_dir(dataset, data_dir, embedded_ok=True)  # TrainConfig names the embedded case
-    check_dgr_options_apply(dgr, {k: v for k, v in locals().items() if k.startswith("dgr_")})
+    check_switched_options("--dgr", dgr, locals(), DGR_DEFAULTS)
     dataset_args = {"split_seed": split_seed, **parse_key_values(data_option, "--data-option")}
     method_args = parse_key_values(method_option, "--method-option")
     if task is not None:
@@ -167,6 +167,7 @@ def probe(
     config = ProbeConfig(classifiers=parse_classifiers(classifiers or ",".join(_P.classifiers)), seeds=parse_seeds(seeds), tune=tune, jobs=jobs)
     check_number("repeval probe", "max_points", max_points, kind=int, low=10)
     check_number("repeval probe", "batch_size", batch_size, kind=int, low=1)
+    check_switched_options("--universality", universality, locals(), UNIVERSALITY_DEFAULTS)
     out = out or Path("runs") / f"probe-{time.strftime('%Y%m%d-%H%M%S')}"
     check_output_dir(out)
     from repeval.probes.workflow import probe as run_probe_workflow
@@ -181,8 +182,7 @@ def probe(
     maps = tuple(m for m, on in (("tsne", tsne), ("umap", umap)) if on)
     run_probe_workflow(sources, config, out, maps=maps, max_points=max_points, universality=measure if universality else None,
                        device=str(resolve_device(device)), batch_size=batch_size, use_cache=cache,
-                       progress=progress_default() if progress is None else progress,
-                       console=make_console())
+                       progress=progress_default() if progress is None else progress, console=make_console())
     typer.echo(str(out))
 
 

@@ -13,8 +13,8 @@ import typer
 
 from repeval.datasets import DATASETS, NEEDS_DATA_DIR
 from repeval.errors import InvalidChoiceError, TrainingInterrupted
-from repeval.probes.config import READINGS
-from repeval.training.config import DEVICES
+from repeval.probes.config import READINGS, UniversalityConfig
+from repeval.training.config import DEVICES, DGRConfig
 
 
 @contextlib.contextmanager
@@ -65,21 +65,20 @@ def parse_key_values(items: list[str], option: str) -> dict:
     return args
 
 
-# `repeval train`'s DGR options -> their DGRConfig field (the CLI's defaults are DGRConfig's).
-DGR_OPTIONS = {"dgr_lambda": "lam", "dgr_penalty": "penalty", "dgr_estimator": "estimator", "dgr_dummies": "dummies",
-               "dgr_eps": "eps", "dgr_fd_scheme": "fd_scheme", "dgr_seed": "dummy_seed", "dgr_order": "order"}
+# Options that act only with a switch on, by parameter name, with their defaults (the configs').
+DGR_DEFAULTS = {"dgr_lambda": None, "dgr_penalty": DGRConfig.penalty, "dgr_estimator": DGRConfig.estimator,
+                "dgr_dummies": DGRConfig.dummies, "dgr_eps": DGRConfig.eps, "dgr_fd_scheme": DGRConfig.fd_scheme,
+                "dgr_seed": DGRConfig.dummy_seed, "dgr_order": DGRConfig.order}
+UNIVERSALITY_DEFAULTS = {"head": UniversalityConfig.head, "n_random": UniversalityConfig.n_random,
+                         "optimal": UniversalityConfig.optimal, "standardize": False}
 
 
-def check_dgr_options_apply(dgr: bool, given: dict) -> None:
-    """`--dgr-*` options (`given`: parameter name -> value) changed from their defaults without
-    `--dgr` would do nothing: refuse them."""
-    from repeval.training.config import DGRConfig
-
-    defaults = DGRConfig()
-    changed = [f"--{k.replace('_', '-')}" for k, v in given.items()
-               if k in DGR_OPTIONS and v != (None if k == "dgr_lambda" else getattr(defaults, DGR_OPTIONS[k]))]
-    if not dgr and changed:
-        raise InvalidChoiceError(f"{', '.join(changed)} set(s) DGR, which this run does not use: add --dgr, or leave it out")
+def check_switched_options(switch: str, on: bool, given: dict, defaults: dict) -> None:
+    """Options that act only with `switch` on, changed from their `defaults` (`given`: parameter
+    name -> value) while it is off, would do nothing: refuse them."""
+    changed = [f"--{k.replace('_', '-')}" for k, v in given.items() if k in defaults and v != defaults[k]]
+    if not on and changed:
+        raise InvalidChoiceError(f"{', '.join(changed)} only act(s) with {switch}, which is off: add {switch}, or leave it out")
 
 
 def check_data_dir(dataset: str, data_dir, embedded_ok: bool = False) -> None:
@@ -104,6 +103,10 @@ def encoder_sources(checkpoints, timm_name, pretrained_file, dataset, data_dir, 
         return [source_from_timm(timm_name, dataset, pretrained_file, args)]
     if not checkpoints:
         raise InvalidChoiceError("give at least one checkpoint (or --timm NAME --dataset NAME)")
+    timm_only = [o for o, v in (("--pretrained-file", pretrained_file), ("--dataset", dataset), ("--data-option", data_option)) if v]
+    if timm_only:
+        raise InvalidChoiceError(f"{', '.join(timm_only)} set(s) what --timm measures; a checkpoint names its own "
+                                 "weights and data (--data-dir moves its data folder)")
     paths = [p / "checkpoint.pt" if p.is_dir() else p for p in checkpoints]
     return [source_from_checkpoint(p, data_dir=None if data_dir is None else str(data_dir)) for p in paths]
 

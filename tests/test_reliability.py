@@ -309,7 +309,11 @@ COMMAND_REFUSALS = [
     (["compare", "--a", "{split}", "--b", "{dense}"], "group A ran on dataset 'multidigits' and group B on 'scenes'"),
     (["compare", "--a", "{split}", "--b", "{split}"], "is in both groups; B − A of a run with itself is 0 by construction"),
     (["check-data", "nyuv2"], "dataset 'nyuv2' needs --data-dir"),
-    (["train", "--dgr-lambda", "0.5", "--dgr-estimator", "finite-diff"], "--dgr-lambda, --dgr-estimator set(s) DGR, which this run does not use"),
+    (["train", "--dgr-lambda", "0.5", "--dgr-estimator", "finite-diff"],
+     "--dgr-lambda, --dgr-estimator only act(s) with --dgr, which is off: add --dgr, or leave it out"),
+    (["probe", "{split}", "--head", "mlp"], "--head only act(s) with --universality, which is off"),
+    (["probe", "{split}", "--pretrained-file", "{root}/notes.txt"], "--pretrained-file set(s) what --timm measures"),
+    (["universality", "{split}", "--dataset", "scenes"], "--dataset set(s) what --timm measures"),
     (["check-data", "scenes", "--data-dir", "{root}"], "dataset 'scenes' is embedded and reads no --data-dir"),
 ]
 
