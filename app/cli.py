@@ -1,21 +1,20 @@
-"""The `repeval` command. The only module that knows typer: options become typed configs here."""
+"""The `repeval` commands: options become typed configs here, at the boundary (`entry.py` runs
+them and turns user errors into one line)."""
 
 from __future__ import annotations
 
-import logging
-import sys
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
-from typer.exceptions import TyperException
 
 # Only torch-free modules at import time: `repeval --help` and option errors answer at once.
 # Each command imports what it runs (torch, timm, scikit-learn, matplotlib) inside its body.
 from repeval import __version__
 from repeval.app.console import progress_default
 from repeval.app.data_commands import check_data
+from repeval.app.entry import console, main  # noqa: F401 - the entry points; scripts and tests import them from here
 from repeval.archs import list_archs
 from repeval.app.options import (
     CvFolds, DataDirOverride, DataOptions, Device, L2Grid, MaxEpochs, OptimalReading, TimmDataset, TimmName, TimmWeights,
@@ -23,16 +22,16 @@ from repeval.app.options import (
     parse_key_values, probe_dense_checkpoints, saying_where_training_stopped, encoder_sources,
 )
 from repeval.datasets import DATASETS
-from repeval.errors import NonFiniteLossError, RepevalError, check_choice, check_number, check_seed, one_line
+from repeval.errors import check_choice, check_number, check_seed
 from repeval.metrics import DELTA_VARIANTS, PUBLISHED_BASES
 from repeval.probes.config import HEADS as UNIVERSALITY_HEADS
 from repeval.probes.config import EXTRACT_BATCH, MAP_MAX_POINTS, MAP_METHODS, ProbeConfig, UniversalityConfig
 from repeval.probes.registry import PROBES, parse_classifiers
 from repeval.storage import check_output_dir
-from repeval.training.config import DEVICES, ESTIMATORS, FD_SCHEMES, OPTIMIZERS, ORDERS, PENALTIES, SCHEDULES, DGRConfig, TrainConfig
+from repeval.training.config import DEVICES, PRECISIONS, ESTIMATORS, FD_SCHEMES, OPTIMIZERS, ORDERS, PENALTIES, SCHEDULES, DGRConfig, TrainConfig
 from repeval.training.methods import METHODS, rep_grad_methods
 from repeval.training.reproduce import PROTOCOLS
-from repeval.validation import parse_float_list, parse_seeds
+from repeval.validation import parse_float_list, parse_seeds, parse_workers
 
 app = typer.Typer(
     add_completion=False,
@@ -83,7 +82,9 @@ def train(
     lr_gamma: float = typer.Option(_T.lr_gamma),
     seed: int = typer.Option(_T.seed, help="Training seed (initialisation, shuffling)."),
     device: str = typer.Option(_T.device, help=one_of(DEVICES)),
-    num_workers: int = typer.Option(_T.num_workers, help="DataLoader worker processes."),
+    precision: str = typer.Option(_T.precision, help=f"{one_of(PRECISIONS)}; auto: bf16 autocast on CUDA devices that support it, fp32 elsewhere (bf16 runs on CPU too)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="Channels-last memory format; default: on CUDA only."),
+    num_workers: str = typer.Option("auto", help="DataLoader worker processes; auto: min(8, cores) on CUDA, 0 on CPU (the cores compute)."),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun: batch-norm statistics over all processes (SyncBatchNorm)."),
     out: Path = typer.Option(Path(_T.out_dir), help="Folder that receives the run folder."),
     resume: Optional[Path] = typer.Option(None, help="Continue this run folder from its last finished epoch."),
@@ -124,7 +125,8 @@ def train(
         dgr=DGRConfig(lam=dgr_lambda, dummies=dgr_dummies, penalty=dgr_penalty, estimator=dgr_estimator,
                       eps=dgr_eps, dummy_seed=dgr_seed, order=dgr_order, fd_scheme=dgr_fd_scheme) if dgr else None,
         lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size, lr_step=lr_step,
-        lr_gamma=lr_gamma, seed=seed, device=device, num_workers=num_workers, sync_bn=sync_bn, out_dir=str(out),
+        lr_gamma=lr_gamma, seed=seed, device=device, precision=precision, channels_last=channels_last,
+        num_workers=parse_workers(num_workers), sync_bn=sync_bn, out_dir=str(out),
         progress=progress_default() if progress is None else progress,
     )
     from repeval.training.loop import train as run_training
@@ -367,34 +369,3 @@ app.command("check-data")(check_data)
 def version() -> None:
     """Print the package version."""
     typer.echo(__version__)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point: user errors print one line and exit with code 2, no traceback."""
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    logging.getLogger("repeval").setLevel(logging.INFO)  # other libraries stay at WARNING
-    args = sys.argv[1:] if argv is None else list(argv)
-    try:
-        result = app(args=args or ["--help"], standalone_mode=False, prog_name="repeval")
-    except TyperException as e:  # typer's (vendored click) usage errors: bad option, bad value
-        message = e.format_message() if hasattr(e, "format_message") else str(e)
-        print(f"error: {message}", file=sys.stderr)
-        return getattr(e, "exit_code", 2) or 2
-    except NonFiniteLossError as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 1
-    except RepevalError as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
-    except (typer.Abort, KeyboardInterrupt):
-        print("aborted", file=sys.stderr)
-        return 130
-    return result if isinstance(result, int) else 0
-
-
-def console() -> None:
-    sys.exit(main())
-
-
-if __name__ == "__main__":
-    console()

@@ -40,7 +40,7 @@ import torch
 from repeval.heads import HeadConfig
 from repeval.kinds import kind_of
 from repeval.archs import build_arch_encoder
-from repeval.models import MultiTaskModel
+from repeval.models import MultiTaskModel, to_channels_last
 from repeval.tasks import TaskSpec
 from repeval.training.dgr import DGRConfig, DummyGradientRegularizer
 from repeval.training.methods import create_method
@@ -108,7 +108,7 @@ def main() -> None:
     side = encoder.map_side(h, w)
     model = MultiTaskModel(encoder, TASKS, dummies=3, head_config=HeadConfig(width=args.width), map_side=side).to(device)
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+        model = to_channels_last(model)  # the dummies' stacked 5-D weights stay as they are
     kinds = [kind_of(t) for t in TASKS]
     g = torch.Generator().manual_seed(0)
     ys = [torch.randint(-1, 13, (args.batch, h, w), generator=g),

@@ -31,7 +31,7 @@ from repeval.datasets import InputNormalizer, InputSpec, collate_batch
 from repeval.distributed import batch_shard, gather_rows
 from repeval.errors import InvalidChoiceError
 from repeval.kinds import kind_of
-from repeval.models import build_encoder, check_backbone
+from repeval.models import build_encoder, check_backbone, to_channels_last
 from repeval.probes.config import EXTRACT_BATCH
 from repeval.storage import atomic_write, cache_dir
 from repeval.tasks import TaskSpec
@@ -200,7 +200,7 @@ def embed(
     """Features of every sample of `dataset`, in dataset order, from a frozen encoder."""
     encoder.eval().requires_grad_(False).to(device)
     if device.type == "cuda":
-        encoder.to(memory_format=torch.channels_last)
+        to_channels_last(encoder)
     # Under torchrun each rank embeds every R-th batch; the rows are gathered back in order.
     mine = batch_shard(len(dataset), batch_size)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=mine, collate_fn=collate_batch,

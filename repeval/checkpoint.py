@@ -13,6 +13,7 @@ A checkpoint is a dict of tensors and plain Python types, loadable with
     dataset:  {name, args}  (args rebuild the exact split, split seed included)
     input:    {channels, height, width, mean, std}
     train_config, metrics, epoch
+    execution: {device, precision, channels_last, num_workers} as resolved where it trained
 
 Whatever probing needs to rebuild an encoder lives here, nothing else. Format 1 (before task
 kinds: classification only, pooled encoder, dummies stored as w1, b1, w2, b2) still loads.
@@ -41,7 +42,7 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 # `train_config` fields that change neither the trained model nor its metrics (where and how a
 # run was executed): two runs whose configs differ only here are the same experiment.
-EXECUTION_FIELDS = ("out_dir", "progress", "num_workers", "log_every", "device")
+EXECUTION_FIELDS = ("out_dir", "progress", "num_workers", "log_every", "device", "channels_last")
 
 
 def make_checkpoint(
@@ -53,6 +54,7 @@ def make_checkpoint(
     train_config: dict,
     metrics: dict,
     epoch: int,
+    execution: dict | None = None,
 ) -> dict:
     def cpu(sd: dict) -> dict:
         return {k: v.detach().cpu().clone() for k, v in sd.items()}
@@ -71,6 +73,7 @@ def make_checkpoint(
         "train_config": train_config,
         "metrics": metrics,
         "epoch": epoch,
+        "execution": dict(execution or {}),
     }
 
 

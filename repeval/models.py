@@ -82,6 +82,17 @@ class DummyHeads(nn.Module):
         return self.outputs(z)
 
 
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """`module` with its 4-D parameters and buffers in channels-last memory format, in place.
+    `module.to(memory_format=torch.channels_last)` refuses modules holding tensors of another
+    rank, as the dummy heads' stacked `[d, out, in, kh, kw]` convolution weights are."""
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.dim() == 4:
+                tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+    return module
+
+
 def _buffer_name(param_name: str) -> str:
     return "p_" + param_name.replace(".", "__")
 

@@ -140,6 +140,20 @@ def parse_seeds(text: str, option: str = "--seeds") -> tuple[int, ...]:
     return seeds
 
 
+def parse_workers(text: str, option: str = "--num-workers") -> int | None:
+    """`--num-workers`: "auto" (None) or an int >= 0.
+
+    >>> parse_workers("auto"), parse_workers("4")
+    (None, 4)
+    """
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidChoiceError(f"{option} must be 'auto' or an int >= 0. Got {text!r} instead.") from None
+
+
 def check_options(kind: str, name: str, options: Mapping[str, Any], defaults: Mapping[str, Any],
                   free: tuple[str, ...] = ()) -> None:
     """A registry entry's options (a method's, a dataset's) against its factory's keyword defaults:

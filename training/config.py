@@ -9,10 +9,11 @@ from dataclasses import asdict, dataclass, field, replace
 from repeval import datasets
 from repeval.archs import check_arch
 from repeval.defaults import ASPP_WIDTH, HEAD_HIDDEN
-from repeval.errors import InvalidChoiceError, check_choice, check_number, check_seed
+from repeval.errors import InvalidChoiceError, check_bool, check_choice, check_number, check_seed
 from repeval.validation import from_mapping
 
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 on CUDA devices that support it, fp32 elsewhere
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("step", "cosine")
 PENALTIES = ("norm", "squared")
@@ -174,7 +175,9 @@ class TrainConfig:
     lr_gamma: float = 0.5
     seed: int = 0
     device: str = "auto"
-    num_workers: int = 0
+    precision: str = "auto"
+    channels_last: bool | None = None  # None: on CUDA only
+    num_workers: int | None = None  # None: auto (CUDA: min(8, cores), CPU: 0)
     sync_bn: bool = False
     log_every: int = 20
     out_dir: str = "runs"
@@ -205,7 +208,11 @@ class TrainConfig:
             check_number(owner, "aspp_width", self.aspp_width, kind=int, low=1, high=MAX_ASPP_WIDTH)
         parse_rates(self.aspp_rates)
         check_number(owner, "lr_gamma", self.lr_gamma, low=0.0, low_open=True)
-        check_number(owner, "num_workers", self.num_workers, kind=int, low=0, high=MAX_WORKERS)
+        check_choice(owner, "precision", self.precision, PRECISIONS)
+        if self.channels_last is not None:
+            check_bool(owner, "channels_last", self.channels_last)
+        if self.num_workers is not None:
+            check_number(owner, "num_workers", self.num_workers, kind=int, low=0, high=MAX_WORKERS)
         check_number(owner, "log_every", self.log_every, kind=int, low=1)
         check_seed(owner, "seed", self.seed)
         if self.lr is not None:

@@ -22,14 +22,14 @@ from repeval.distributed import (
 )
 from repeval.errors import CheckpointError, InvalidChoiceError, NonFiniteLossError, TrainingInterrupted
 from repeval.kinds import kind_of
-from repeval.models import MultiTaskModel
+from repeval.models import MultiTaskModel, to_channels_last
 from repeval.resources import check_fits
 from repeval.storage import check_output_dir, folder_lock
 from repeval.training import run as run_files
 from repeval.training.config import TrainConfig, check_options_apply
 from repeval.training.dgr import DummyGradientRegularizer
 from repeval.training.methods import Method, ParamGroups, create_method
-from repeval.training.step import Batch, autocast, param_groups, resolve_device, to_device, training_step
+from repeval.training.step import Batch, Execution, autocast, param_groups, resolve_device, to_device, training_step
 
 __all__ = ["train", "evaluate", "build_training", "Training", "Batch", "training_step", "resolve_device"]
 
@@ -70,14 +70,16 @@ def model_config(config: TrainConfig, bundle: DatasetBundle, model: MultiTaskMod
 
 
 @torch.inference_mode()
-def evaluate(model: MultiTaskModel, loader: DataLoader, bundle: DatasetBundle, device: torch.device) -> dict[str, dict[str, float]]:
-    """Every task kind's metrics over the whole test set: `{task: {metric: value}}`."""
+def evaluate(model: MultiTaskModel, loader: DataLoader, bundle: DatasetBundle, device: torch.device,
+             precision: str | None = None, channels_last: bool | None = None) -> dict[str, dict[str, float]]:
+    """Every task kind's metrics over the whole test set: `{task: {metric: value}}`. Outputs may
+    be bf16 (`precision`); the metrics' sums and counts are float64."""
     model.eval()
     normalize = InputNormalizer(bundle.input, device)
     metrics = [kind.metric(device) for kind in model.kinds]
     for images, targets in loader:
-        batch = to_device(images, targets, normalize, device)
-        with autocast(device):
+        batch = to_device(images, targets, normalize, device, channels_last)
+        with autocast(device, precision):
             outputs = model(batch.x)
         for kind, metric, out, y in zip(model.kinds, metrics, outputs, batch.ys):
             metric.update(kind.predict(out, y.shape[-2:] if kind.dense else None), y)
@@ -92,7 +94,7 @@ class Training:
     """What one run trains with, built from its config before any file is written."""
 
     config: TrainConfig
-    device: torch.device
+    execution: Execution  # device, precision, memory format and loader workers, resolved
     bundle: DatasetBundle
     model: MultiTaskModel
     method: Method
@@ -106,11 +108,16 @@ class Training:
     def task_names(self) -> list[str]:
         return [t.name for t in self.bundle.tasks]
 
+    @property
+    def device(self) -> torch.device:
+        return self.execution.device
+
 
 def build_training(config: TrainConfig) -> Training:
     """Seed, data, model, method, DGR, optimiser: the state every run starts from. Raises on
     data that cannot train (too few samples, an empty test split) before anything is saved."""
-    device = resolve_device(config.device)
+    execution = Execution.of(config.device, config.precision, config.channels_last, config.num_workers)
+    device = execution.device
     torch.manual_seed(config.seed)
     bundle = datasets.build(config.dataset, **config.dataset_kwargs())
     check_splits(bundle)
@@ -120,8 +127,8 @@ def build_training(config: TrainConfig) -> Training:
         if config.sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         torch.manual_seed(config.seed * 1_000_003 + rank())  # same initialisation, per-rank augmentation
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    if execution.channels_last:
+        model = to_channels_last(model)
     method = create_method(config.method, len(bundle.tasks), **config.method_args)
     method.attach(model)
     method.to(device)
@@ -131,7 +138,7 @@ def build_training(config: TrainConfig) -> Training:
         if config.dgr else None
     )
     optimizer, scheduler = build_optimizer(config, [*model.parameters(), *method.parameters()])
-    return Training(config, device, bundle, model, method, regularizer, optimizer, scheduler,
+    return Training(config, execution, bundle, model, method, regularizer, optimizer, scheduler,
                     InputNormalizer(bundle.input, device), param_groups(model))
 
 
@@ -192,7 +199,7 @@ def train(config: TrainConfig, resume_dir: str | Path | None = None, run_dir: st
     run_dir = run_files.new_run_dir(config) if run_dir is None else run_files.empty_run_dir(Path(run_dir))
     with folder_lock(run_dir, "run folder"):
         run_files.empty_run_dir(run_dir)
-        run_files.write_config(run_dir, config, training.bundle.report, world_size())
+        run_files.write_config(run_dir, config, training.bundle.report, world_size(), training.execution.to_dict())
         return _train_epochs(training, run_dir, 0)
 
 
@@ -235,7 +242,8 @@ def _train_epochs(training: Training, run_dir: Path, start_epoch: int) -> Path:
             mean_losses, mean_penalties, steps, seen = train_one_epoch(training, epoch, run_dir)
             training.scheduler.step()
             method.on_epoch_end(epoch, mean_losses)
-            test = evaluate(model, _test_loader(training), training.bundle, training.device)
+            test = evaluate(model, _test_loader(training), training.bundle, training.device,
+                            training.execution.precision, training.execution.channels_last)
             metrics = epoch_metrics(training, epoch, mean_losses, mean_penalties, test, seen, started)
             states = rng_states()  # every rank's, gathered for rank 0 to save
             if is_main_process():
@@ -254,13 +262,12 @@ def _train_epochs(training: Training, run_dir: Path, start_epoch: int) -> Path:
 
 def train_one_epoch(training: Training, epoch: int, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
     """One pass over the training set: mean task losses and DGR penalties, steps and samples seen."""
-    config, bundle, device = training.config, training.bundle, training.device
-    pin = device.type == "cuda"
-    normalize = training.normalize
-    loader = train_loader(bundle, config, epoch, config.seed, pin)
+    config, bundle, execution = training.config, training.bundle, training.execution
+    device, normalize = execution.device, training.normalize
+    loader = train_loader(bundle, config, epoch, config.seed, execution)
     # Auto-lambda's meta batches: the training set again, in an independent order (as the
     # authors' code does), seeded per epoch so --resume replays them.
-    meta_batches = iter(train_loader(bundle, config, epoch, config.seed + 1, pin)) if training.method.needs_meta_batch else None
+    meta_batches = iter(train_loader(bundle, config, epoch, config.seed + 1, execution)) if training.method.needs_meta_batch else None
     loss_sum = torch.zeros(len(bundle.tasks), device=device)
     penalty_sum = torch.zeros(len(bundle.tasks), device=device)
     first_bad_step = torch.tensor(-1, device=device)
@@ -268,10 +275,10 @@ def train_one_epoch(training: Training, epoch: int, run_dir: Path) -> tuple[torc
     bar = tqdm(total=len(bundle.train), unit="img", desc=f"epoch {epoch + 1}/{config.epochs}",
                disable=not (config.progress and is_main_process()), leave=False)
     for step, (images, labels) in enumerate(loader):
-        batch = to_device(images, labels, normalize, device)
-        meta_batch = to_device(*next(meta_batches), normalize, device) if meta_batches else None
+        batch = to_device(images, labels, normalize, device, execution.channels_last)
+        meta_batch = to_device(*next(meta_batches), normalize, device, execution.channels_last) if meta_batches else None
         losses, penalties = training_step(training.model, batch, training.method, training.regularizer,
-                                          training.optimizer, training.params, meta_batch)
+                                          training.optimizer, training.params, meta_batch, execution.precision)
         loss_sum += losses * len(images)
         finite = torch.isfinite(losses).all()
         if penalties is not None:
@@ -317,7 +324,7 @@ def save_epoch(training: Training, run_dir: Path, epoch: int, steps: int, metric
     ckpt = make_checkpoint(
         model, model_config=model_config(config, bundle, model),
         dataset={"name": bundle.name, "args": bundle.args}, input_spec=bundle.input,
-        train_config=config.to_dict(), metrics=metrics, epoch=epoch,
+        train_config=config.to_dict(), metrics=metrics, epoch=epoch, execution=training.execution.to_dict(),
     )
     state = {
         "epoch": epoch, "step": steps, "optimizer": training.optimizer.state_dict(),
@@ -332,14 +339,14 @@ def _test_loader(training: Training) -> DataLoader:
         # Dense outputs are input-sized maps: test batches as large as training ones, no larger.
         training.bundle.test, collate_fn=collate_batch, sampler=shard(len(training.bundle.test)),
         batch_size=training.config.batch_size if training.model.map_side is not None else max(256, training.config.batch_size),
-        num_workers=training.config.num_workers, pin_memory=training.device.type == "cuda",
+        num_workers=training.execution.num_workers, pin_memory=training.device.type == "cuda",
     )
 
 
-def train_loader(bundle: DatasetBundle, config: TrainConfig, epoch: int, seed: int, pin: bool) -> DataLoader:
+def train_loader(bundle: DatasetBundle, config: TrainConfig, epoch: int, seed: int, execution: Execution) -> DataLoader:
     return DataLoader(
         bundle.train, batch_size=config.batch_size, sampler=epoch_sampler(bundle.train, seed, epoch),
-        collate_fn=collate_batch, num_workers=config.num_workers, pin_memory=pin,
+        collate_fn=collate_batch, num_workers=execution.num_workers, pin_memory=execution.device.type == "cuda",
         # A one-sample last batch breaks batch norm in training mode; the shuffle differs each
         # epoch, so dropping the incomplete batch costs no sample for good.
         drop_last=len(bundle.train) > config.batch_size,

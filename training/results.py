@@ -130,7 +130,8 @@ def row_key(config: TrainConfig, varying: tuple[str, ...] = ()) -> tuple[str, st
 
 
 # Fields that never tell rows apart: what the row key already names, and where a run executed.
-_NOT_SETTINGS = ("method", "method_args", "dgr", "seed", "out_dir", "progress", "num_workers", "log_every", "device")
+_NOT_SETTINGS = ("method", "method_args", "dgr", "seed", "out_dir", "progress", "num_workers", "log_every", "device",
+                 "channels_last")
 
 
 def settings(config: TrainConfig) -> dict:

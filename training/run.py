@@ -59,11 +59,13 @@ def empty_run_dir(path: Path) -> Path:
     return path
 
 
-def write_config(run_dir: Path, config: TrainConfig, dataset_report: dict, world_size: int = 1) -> None:
-    """`world_size`: the processes that train the run together (torchrun)."""
+def write_config(run_dir: Path, config: TrainConfig, dataset_report: dict, world_size: int = 1,
+                 execution: dict | None = None) -> None:
+    """`world_size`: the processes that train the run together (torchrun); `execution`: how its
+    "auto" options resolved on the machine that started it (device, precision, memory format, workers)."""
     atomic_json(
         {"repeval_version": __version__, "config": config.to_dict(), "dataset_report": dataset_report,
-         "world_size": world_size},
+         "world_size": world_size, **({"execution": execution} if execution else {})},
         run_dir / CONFIG,
     )
 
@@ -92,7 +94,7 @@ def read_config(run_dir: Path) -> TrainConfig:
 def rewrite_config(run_dir: Path, config: TrainConfig) -> None:
     """Store a changed config (a resumed run extended to more epochs), keeping the dataset report."""
     stored = json.loads((Path(run_dir) / CONFIG).read_text())
-    write_config(run_dir, config, stored.get("dataset_report", {}))
+    write_config(run_dir, config, stored.get("dataset_report", {}), stored.get("world_size", 1), stored.get("execution"))
 
 
 def committed_epoch(run_dir: Path) -> int | None:
