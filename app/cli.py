@@ -85,6 +85,7 @@ def train(
     precision: str = typer.Option(_T.precision, help=f"{one_of(PRECISIONS)}; auto: bf16 autocast on CUDA devices that support it, fp32 elsewhere (bf16 runs on CPU too)."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="Channels-last memory format; default: on CUDA only."),
     num_workers: str = typer.Option("auto", help="DataLoader worker processes; auto: min(8, cores) on CUDA, 0 on CPU (the cores compute)."),
+    data_on_device: bool = typer.Option(False, "--data-on-device", help="Hold the dataset on the device and augment there (datasets that fit: NYUv2, Cityscapes, the embedded ones)."),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun: batch-norm statistics over all processes (SyncBatchNorm)."),
     out: Path = typer.Option(Path(_T.out_dir), help="Folder that receives the run folder."),
     resume: Optional[Path] = typer.Option(None, help="Continue this run folder from its last finished epoch."),
@@ -126,7 +127,7 @@ def train(
                       eps=dgr_eps, dummy_seed=dgr_seed, order=dgr_order, fd_scheme=dgr_fd_scheme) if dgr else None,
         lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size, lr_step=lr_step,
         lr_gamma=lr_gamma, seed=seed, device=device, precision=precision, channels_last=channels_last,
-        num_workers=parse_workers(num_workers), sync_bn=sync_bn, out_dir=str(out),
+        num_workers=parse_workers(num_workers), data_on_device=data_on_device, sync_bn=sync_bn, out_dir=str(out),
         progress=progress_default() if progress is None else progress,
     )
     from repeval.training.loop import train as run_training

@@ -33,8 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from _formats import write_nyuv2_layout
 
 from repeval import __version__
 from repeval.archs import build_arch_encoder
@@ -172,21 +172,6 @@ def check_steps(s: dict, execution: Execution) -> dict:
         if name.startswith("dgr") and name.endswith("d=3"):
             rows[name]["overhead_vs_floor"] = (median[name] - median["vanilla"]) / floor
     return {"status": "passed", "floor_seconds": floor, "variants": rows}
-
-
-def write_nyuv2_layout(folder: Path, n: int, height: int, width: int) -> Path:
-    """n random samples in NYUv2's MTAN layout at height x width (train and val)."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for name in ("image", "label", "depth", "normal"):
-            (folder / split / name).mkdir(parents=True, exist_ok=True)
-        for i in range(n if split == "train" else 1):
-            np.save(folder / split / "image" / f"{i}.npy", rng.random((height, width, 3), dtype=np.float32))
-            np.save(folder / split / "label" / f"{i}.npy", rng.integers(-1, 13, (height, width)).astype(np.float32))
-            np.save(folder / split / "depth" / f"{i}.npy", rng.uniform(0.5, 8, (height, width, 1)).astype(np.float32))
-            normal = rng.normal(size=(height, width, 3)).astype(np.float32)
-            np.save(folder / split / "normal" / f"{i}.npy", normal / np.linalg.norm(normal, axis=-1, keepdims=True))
-    return folder
 
 
 def check_data(s: dict, device: torch.device) -> dict:

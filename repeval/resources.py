@@ -10,6 +10,14 @@ from repeval.errors import InvalidChoiceError
 GIB = 2**30
 
 
+def size_text(n: int) -> str:
+    """
+    >>> size_text(3 * 2**30), size_text(5 * 2**20)
+    ('3.0 GiB', '5.0 MiB')
+    """
+    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / 2**20:.1f} MiB"
+
+
 def available_memory(device) -> int | None:
     """Bytes free for tensors on `device` (CUDA: the device's free memory; CPU: the kernel's
     MemAvailable), or None where it cannot be known."""
@@ -30,5 +38,5 @@ def check_fits(need: int, what: str, device, remedy: str) -> None:
     """Refuse when `need` bytes (a lower bound of what `what` allocates) exceed what is available."""
     available = available_memory(device)
     if available is not None and need > available:
-        raise InvalidChoiceError(f"{what} needs at least {need / GIB:.1f} GiB; {available / GIB:.1f} GiB are available "
+        raise InvalidChoiceError(f"{what} needs at least {size_text(need)}; {size_text(available)} are available "
                                  f"on {device}: {remedy}")

@@ -12,6 +12,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def test_gpu_check_runs_every_check_on_cpu(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # as when run as a script: its helpers sit beside it
     spec = importlib.util.spec_from_file_location("gpu_check", BENCHMARKS / "gpu_check.py")
     gpu_check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu_check)

@@ -178,6 +178,7 @@ class TrainConfig:
     precision: str = "auto"
     channels_last: bool | None = None  # None: on CUDA only
     num_workers: int | None = None  # None: auto (CUDA: min(8, cores), CPU: 0)
+    data_on_device: bool = False  # hold the splits on the device (`repeval.datasets.device`)
     sync_bn: bool = False
     log_every: int = 20
     out_dir: str = "runs"
@@ -211,6 +212,7 @@ class TrainConfig:
         check_choice(owner, "precision", self.precision, PRECISIONS)
         if self.channels_last is not None:
             check_bool(owner, "channels_last", self.channels_last)
+        check_bool(owner, "data_on_device", self.data_on_device)
         if self.num_workers is not None:
             check_number(owner, "num_workers", self.num_workers, kind=int, low=0, high=MAX_WORKERS)
         check_number(owner, "log_every", self.log_every, kind=int, low=1)

@@ -17,6 +17,7 @@ from repeval import datasets
 from repeval.archs import build_arch_encoder
 from repeval.checkpoint import make_checkpoint
 from repeval.datasets import DatasetBundle, InputNormalizer, collate_batch
+from repeval.datasets.device import DeviceLoader, DeviceSplit, bytes_on_device
 from repeval.distributed import (
     barrier, epoch_sampler, init_from_env, is_main_process, maximum_, rank, restore_rng, rng_states, shard, sum_, world_size,
 )
@@ -103,6 +104,7 @@ class Training:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     normalize: InputNormalizer  # built once per run: no host copy of mean/std in the step
     params: ParamGroups  # built once per run
+    on_device: dict[str, DeviceSplit] | None = None  # --data-on-device: the splits, held on the device
 
     @property
     def task_names(self) -> list[str]:
@@ -116,12 +118,17 @@ class Training:
 def build_training(config: TrainConfig) -> Training:
     """Seed, data, model, method, DGR, optimiser: the state every run starts from. Raises on
     data that cannot train (too few samples, an empty test split) before anything is saved."""
-    execution = Execution.of(config.device, config.precision, config.channels_last, config.num_workers)
+    execution = Execution.of(config.device, config.precision, config.channels_last, config.num_workers, config.data_on_device)
     device = execution.device
     torch.manual_seed(config.seed)
     bundle = datasets.build(config.dataset, **config.dataset_kwargs())
     check_splits(bundle)
     check_batch_fits(config, bundle, device)
+    on_device = None
+    if execution.data_on_device:
+        check_fits(bytes_on_device(bundle.train) + bytes_on_device(bundle.test), "holding the dataset on the device",
+                   device, "leave out --data-on-device")
+        on_device = {"train": DeviceSplit(bundle.train, device), "test": DeviceSplit(bundle.test, device)}
     model = build_model(config, bundle).to(device)
     if world_size() > 1:
         if config.sync_bn:
@@ -139,7 +146,7 @@ def build_training(config: TrainConfig) -> Training:
     )
     optimizer, scheduler = build_optimizer(config, [*model.parameters(), *method.parameters()])
     return Training(config, execution, bundle, model, method, regularizer, optimizer, scheduler,
-                    InputNormalizer(bundle.input, device), param_groups(model))
+                    InputNormalizer(bundle.input, device), param_groups(model), on_device)
 
 
 def build_optimizer(config: TrainConfig, params: list[torch.Tensor]):
@@ -264,10 +271,10 @@ def train_one_epoch(training: Training, epoch: int, run_dir: Path) -> tuple[torc
     """One pass over the training set: mean task losses and DGR penalties, steps and samples seen."""
     config, bundle, execution = training.config, training.bundle, training.execution
     device, normalize = execution.device, training.normalize
-    loader = train_loader(bundle, config, epoch, config.seed, execution)
+    loader = train_loader(training, epoch, config.seed)
     # Auto-lambda's meta batches: the training set again, in an independent order (as the
     # authors' code does), seeded per epoch so --resume replays them.
-    meta_batches = iter(train_loader(bundle, config, epoch, config.seed + 1, execution)) if training.method.needs_meta_batch else None
+    meta_batches = iter(train_loader(training, epoch, config.seed + 1)) if training.method.needs_meta_batch else None
     loss_sum = torch.zeros(len(bundle.tasks), device=device)
     penalty_sum = torch.zeros(len(bundle.tasks), device=device)
     first_bad_step = torch.tensor(-1, device=device)
@@ -334,23 +341,26 @@ def save_epoch(training: Training, run_dir: Path, epoch: int, steps: int, metric
     run_files.save_epoch(run_dir, ckpt, state, metrics)
 
 
-def _test_loader(training: Training) -> DataLoader:
-    return DataLoader(
-        # Dense outputs are input-sized maps: test batches as large as training ones, no larger.
-        training.bundle.test, collate_fn=collate_batch, sampler=shard(len(training.bundle.test)),
-        batch_size=training.config.batch_size if training.model.map_side is not None else max(256, training.config.batch_size),
-        num_workers=training.execution.num_workers, pin_memory=training.device.type == "cuda",
-    )
+def _test_loader(training: Training) -> DataLoader | DeviceLoader:
+    sampler = shard(len(training.bundle.test))
+    # Dense outputs are input-sized maps: test batches as large as training ones, no larger.
+    size = training.config.batch_size if training.model.map_side is not None else max(256, training.config.batch_size)
+    if training.on_device is not None:
+        return DeviceLoader(training.on_device["test"], sampler, size, drop_last=False)
+    return DataLoader(training.bundle.test, collate_fn=collate_batch, sampler=sampler, batch_size=size,
+                      num_workers=training.execution.num_workers, pin_memory=training.device.type == "cuda")
 
 
-def train_loader(bundle: DatasetBundle, config: TrainConfig, epoch: int, seed: int, execution: Execution) -> DataLoader:
-    return DataLoader(
-        bundle.train, batch_size=config.batch_size, sampler=epoch_sampler(bundle.train, seed, epoch),
-        collate_fn=collate_batch, num_workers=execution.num_workers, pin_memory=execution.device.type == "cuda",
-        # A one-sample last batch breaks batch norm in training mode; the shuffle differs each
-        # epoch, so dropping the incomplete batch costs no sample for good.
-        drop_last=len(bundle.train) > config.batch_size,
-    )
+def train_loader(training: Training, epoch: int, seed: int) -> DataLoader | DeviceLoader:
+    config, train, execution = training.config, training.bundle.train, training.execution
+    sampler = epoch_sampler(train, seed, epoch)
+    # A one-sample last batch breaks batch norm in training mode; the shuffle differs each
+    # epoch, so dropping the incomplete batch costs no sample for good.
+    drop_last = len(train) > config.batch_size
+    if training.on_device is not None:
+        return DeviceLoader(training.on_device["train"], sampler, config.batch_size, drop_last)
+    return DataLoader(train, batch_size=config.batch_size, sampler=sampler, collate_fn=collate_batch,
+                      num_workers=execution.num_workers, pin_memory=execution.device.type == "cuda", drop_last=drop_last)
 
 
 def _restore(training: Training, ckpt: dict, state: dict, run_dir: Path) -> None:

@@ -131,7 +131,7 @@ def row_key(config: TrainConfig, varying: tuple[str, ...] = ()) -> tuple[str, st
 
 # Fields that never tell rows apart: what the row key already names, and where a run executed.
 _NOT_SETTINGS = ("method", "method_args", "dgr", "seed", "out_dir", "progress", "num_workers", "log_every", "device",
-                 "channels_last")
+                 "channels_last", "data_on_device")
 
 
 def settings(config: TrainConfig) -> dict:

@@ -57,18 +57,20 @@ class Execution:
     precision: str  # "fp32" or "bf16"
     channels_last: bool
     num_workers: int
+    data_on_device: bool = False
 
     @classmethod
     def of(cls, device: str, precision: str = "auto", channels_last: bool | None = None,
-           num_workers: int | None = None) -> Execution:
+           num_workers: int | None = None, data_on_device: bool = False) -> Execution:
         resolved = resolve_device(device)
         if num_workers is None:  # the cores compute on a CPU; on a GPU they feed it
-            num_workers = min(8, os.cpu_count() or 1) if resolved.type == "cuda" else 0
-        return cls(resolved, resolve_precision(precision, resolved), resolve_channels_last(channels_last, resolved), num_workers)
+            num_workers = min(8, os.cpu_count() or 1) if resolved.type == "cuda" and not data_on_device else 0
+        return cls(resolved, resolve_precision(precision, resolved), resolve_channels_last(channels_last, resolved),
+                   num_workers, data_on_device)
 
     def to_dict(self) -> dict:
         return {"device": str(self.device), "precision": self.precision, "channels_last": self.channels_last,
-                "num_workers": self.num_workers}
+                "num_workers": self.num_workers, "data_on_device": self.data_on_device}
 
 
 def to_device(images: torch.Tensor, targets, normalize: InputNormalizer, device: torch.device,

@@ -76,8 +76,12 @@ class DeviceLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator:
-        torch.empty((), dtype=torch.int64).random_()  # the draw a DataLoader iterator makes (its workers' base seed)
-        order = [int(i) for i in self.sampler]
+        # The draw a DataLoader iterator makes when it is created (its workers' base seed): made
+        # here too, and as early, so the augmentation draws that follow are the loader's.
+        torch.empty((), dtype=torch.int64).random_()
+        return self._batches([int(i) for i in self.sampler])
+
+    def _batches(self, order: list[int]) -> Iterator:
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
             if self.drop_last and len(chunk) < self.batch_size:
