@@ -20,7 +20,8 @@ def test_gpu_check_runs_every_check_on_cpu(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--device", "cpu", "--quick", "--out", str(out)])
     assert gpu_check.main() == 0
     report = json.loads(out.read_text())
-    assert report["execution"] == {"device": "cpu", "precision": "fp32", "channels_last": False, "num_workers": 0}
+    assert report["execution"] == {"device": "cpu", "precision": "fp32", "channels_last": False, "num_workers": 0,
+                                   "data_on_device": False}
     assert {name: check["status"] for name, check in report["checks"].items()} == {
         "tests": "skipped on CPU (the CPU suite runs them)", "bf16": "passed", "steps": "passed", "data": "passed"}
     variants = report["checks"]["steps"]["variants"]

@@ -162,9 +162,10 @@ def test_metrics_accumulate_bf16_outputs_in_float64(name):
 
 
 def test_auto_resolves_to_fp32_on_cpu_and_explicit_settings_are_kept():
-    assert Execution.of("cpu").to_dict() == {"device": "cpu", "precision": "fp32", "channels_last": False, "num_workers": 0}
-    assert Execution.of("cpu", "bf16", True, 3).to_dict() == {"device": "cpu", "precision": "bf16", "channels_last": True,
-                                                             "num_workers": 3}
+    assert Execution.of("cpu").to_dict() == {"device": "cpu", "precision": "fp32", "channels_last": False, "num_workers": 0,
+                                             "data_on_device": False}
+    assert Execution.of("cpu", "bf16", True, 3, True).to_dict() == {"device": "cpu", "precision": "bf16", "channels_last": True,
+                                                                   "num_workers": 3, "data_on_device": True}
 
 
 def test_a_bf16_run_records_its_execution_and_evaluates(tmp_path):
@@ -179,7 +180,8 @@ def test_a_bf16_run_records_its_execution_and_evaluates(tmp_path):
                             out_dir=str(tmp_path)))
     stored = json.loads((run / "config.json").read_text())
     assert stored["config"]["precision"] == "bf16" and stored["config"]["channels_last"] is True
-    assert stored["execution"] == {"device": "cpu", "precision": "bf16", "channels_last": True, "num_workers": 0}
+    assert stored["execution"] == {"device": "cpu", "precision": "bf16", "channels_last": True, "num_workers": 0,
+                                   "data_on_device": False}
     ckpt = load_checkpoint(run / "checkpoint.pt")
     assert ckpt["execution"] == stored["execution"]
     test = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["test"]
