@@ -15,7 +15,8 @@ Checks, each failing loudly (exit 1, the failed check named) on any mismatch:
                timed round-robin; each as a ratio to vanilla, DGR's overhead also against its
                floor (the regulariser's call alone on a detached z, d = 3). Peak memory of each.
 4. data:       images/s the NYUv2 loader delivers (per-sample .npy reads, scale, crop, flip at the
-               recipe size) with 0, 2 and 4 workers, beside the vanilla step's images/s.
+               recipe size) with 0, 2 and 4 workers, and with `--data-on-device` (held and
+               augmented on the device), beside the vanilla step's images/s.
 
 Writes one JSON (`--out`) and prints one table. `--quick`: 64x64, batch 2, `test_resnet`, 8-channel
 heads, two repetitions: a pipeline check, not a measurement.
@@ -179,6 +180,7 @@ def check_data(s: dict, device: torch.device) -> dict:
 
     from repeval import datasets
     from repeval.datasets import collate_batch
+    from repeval.datasets.device import DeviceLoader, DeviceSplit
 
     with tempfile.TemporaryDirectory() as tmp:
         bundle = datasets.build("nyuv2", data_dir=str(write_nyuv2_layout(Path(tmp), s["loader_samples"], *s["size"])))
@@ -192,8 +194,13 @@ def check_data(s: dict, device: torch.device) -> dict:
                 seen += len(images)
             sync(device)
             rates[str(workers)] = seen / (time.perf_counter() - start)
+        split = DeviceSplit(bundle.train, device)
+        start, seen = time.perf_counter(), 0
+        for images, _ in DeviceLoader(split, torch.randperm(len(split)).tolist(), s["batch"], drop_last=True):
+            seen += len(images)
+        sync(device)
     return {"status": "passed", "loader_images_per_second": rates,
-            "on_device": "not measured: --data-on-device is not built yet"}
+            "on_device_images_per_second": seen / (time.perf_counter() - start)}
 
 
 def main() -> int:
@@ -240,6 +247,7 @@ def render(report: dict) -> str:
     lines.append(f"bf16 vs fp32: loss rel. error {bf16['loss_rel_error']:.3g}, encoder gradient cosine {bf16['grad_cosine']:.4f}")
     rates = report["checks"]["data"]["loader_images_per_second"]
     lines.append("loader img/s by workers: " + ", ".join(f"{w}: {r:.1f}" for w, r in rates.items())
+                 + f"; on the device: {report['checks']['data']['on_device_images_per_second']:.1f}"
                  + f"  (vanilla step: {steps['variants']['vanilla']['images_per_second']:.1f} img/s)")
     lines.append(f"tests: {report['checks']['tests']['status']}; total {report['seconds']:.0f} s")
     return "\n".join(lines)

@@ -29,4 +29,5 @@ def test_gpu_check_runs_every_check_on_cpu(tmp_path, monkeypatch, capsys):
     assert all(v["seconds"] > 0 for v in variants.values()) and variants["dgr exact d=3"]["overhead_vs_floor"] > 0
     assert report["checks"]["bf16"]["grad_cosine"] >= gpu_check.GRAD_COSINE
     assert set(report["checks"]["data"]["loader_images_per_second"]) == {"0", "1"}
+    assert report["checks"]["data"]["on_device_images_per_second"] > 0
     assert "dgr exact d=3" in capsys.readouterr().out
