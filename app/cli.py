@@ -283,7 +283,8 @@ def sweep(
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Default: on a terminal only."),
 ) -> None:
     """Run a grid of trainings (methods x +-DGR x lambda x seeds); run it again to continue it."""
-    from repeval.training.sweep import describe_plan, plan_sweep, read_sweep_file
+    from repeval.training.sweep import read_sweep_file
+    from repeval.training.sweep_plan import describe_plan, plan_sweep
 
     spec = read_sweep_file(config)
     runs = plan_sweep(spec, one_dataset=report)  # the whole plan is checked before any folder is made

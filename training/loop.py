@@ -19,9 +19,9 @@ from repeval.checkpoint import make_checkpoint
 from repeval.datasets import DatasetBundle, InputNormalizer, collate_batch
 from repeval.datasets.device import DeviceLoader, DeviceSplit, bytes_on_device
 from repeval.distributed import (
-    barrier, epoch_sampler, init_from_env, is_main_process, maximum_, rank, restore_rng, rng_states, shard, sum_, world_size,
+    barrier, epoch_sampler, init_from_env, is_main_process, maximum_, rank, rng_states, shard, sum_, world_size,
 )
-from repeval.errors import CheckpointError, InvalidChoiceError, NonFiniteLossError, TrainingInterrupted
+from repeval.errors import InvalidChoiceError, NonFiniteLossError, TrainingInterrupted
 from repeval.kinds import kind_of
 from repeval.models import MultiTaskModel, to_channels_last
 from repeval.resources import check_fits
@@ -30,6 +30,7 @@ from repeval.training import run as run_files
 from repeval.training.config import TrainConfig, check_options_apply
 from repeval.training.dgr import DummyGradientRegularizer
 from repeval.training.methods import Method, ParamGroups, create_method
+from repeval.training.resume import restore
 from repeval.training.step import Batch, Execution, autocast, param_groups, resolve_device, to_device, training_step
 
 __all__ = ["train", "evaluate", "build_training", "Training", "Batch", "training_step", "resolve_device"]
@@ -231,7 +232,7 @@ def _resume(run_dir: Path, extend_to: int | None) -> Path:
         if extended and is_main_process():
             run_files.rewrite_config(run_dir, config)
         if epoch is not None:
-            _restore(training, *run_files.load_resume_state(run_dir), run_dir)
+            restore(training, *run_files.load_resume_state(run_dir), run_dir)
         start = 0 if epoch is None else epoch + 1
         if start >= config.epochs:
             log.info("%s: all %d epochs are already trained; nothing to do (--epochs N extends it)", run_dir, config.epochs)
@@ -361,39 +362,6 @@ def train_loader(training: Training, epoch: int, seed: int) -> DataLoader | Devi
         return DeviceLoader(training.on_device["train"], sampler, config.batch_size, drop_last)
     return DataLoader(train, batch_size=config.batch_size, sampler=sampler, collate_fn=collate_batch,
                       num_workers=execution.num_workers, pin_memory=execution.device.type == "cuda", drop_last=drop_last)
-
-
-def _restore(training: Training, ckpt: dict, state: dict, run_dir: Path) -> None:
-    """The committed epoch's weights, optimiser, schedule, method and RNG states, or one line
-    saying that they do not fit the run's config (a damaged or foreign file)."""
-    try:
-        training.model.load_state_dict(_model_state(ckpt), strict=True)
-        training.optimizer.load_state_dict(state["optimizer"])
-        training.scheduler.load_state_dict(state["scheduler"])
-        training.method.load_state_dict(state["method"])
-        _restore_rng(state, run_dir)
-    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
-        detail = " ".join(str(e).strip().splitlines()[:2])[:300] or type(e).__name__
-        raise CheckpointError(f"cannot resume {str(run_dir)!r}: its saved state does not fit its config ({detail})") from None
-
-
-def _model_state(ckpt: dict) -> dict:
-    state = {f"encoder.{k}": v for k, v in ckpt["encoder"].items()}
-    for group in ("heads", "dummy_heads"):
-        for task, sd in ckpt[group].items():
-            state.update({f"{group}.{task}.{k}": v for k, v in sd.items()})
-    return state
-
-
-def _restore_rng(state: dict, run_dir: Path) -> None:
-    ranks = state.get("rng_ranks")
-    if ranks is not None and len(ranks) == world_size():
-        restore_rng(ranks)
-        return
-    torch.set_rng_state(state["rng"])
-    if world_size() > 1 or (ranks is not None and len(ranks) > 1):
-        log.warning("%s was trained by %d process(es) and resumes on %d: the data order and augmentation "
-                    "from here differ from an uninterrupted run", run_dir, run_files.stored_world_size(run_dir), world_size())
 
 
 def _raise_if_nonfinite(first_bad_step: torch.Tensor, epoch: int, run_dir: Path) -> None:

@@ -129,7 +129,7 @@ def run_protocol(protocol: str, data_dir, out: Path, smoke: bool = False, progre
                                None if pretrained_file is None else str(pretrained_file))
     if data_dir is None and not (smoke and protocol != "utkface"):
         raise InvalidChoiceError(f"reproduce {protocol} needs --data-dir (the folder that holds its files)")
-    from repeval.training.sweep import plan_sweep
+    from repeval.training.sweep_plan import plan_sweep
 
     if protocol == "utkface":
         spec = utkface_spec(data_dir, pretrained_file, smoke=smoke)
@@ -153,7 +153,8 @@ def sweep_and_report(spec: dict, out: Path, progress: bool, baseline: str | None
     (`report-split`, `report-mtan`): [(where, Markdown)]. `runs`: the plan, if already checked."""
     from repeval.training import run as run_files
     from repeval.training.results import write_report
-    from repeval.training.sweep import plan_sweep, run_sweep
+    from repeval.training.sweep import run_sweep
+    from repeval.training.sweep_plan import plan_sweep
 
     runs = plan_sweep(spec, one_dataset=report or by_arch) if runs is None else runs
     folders = run_sweep(spec, out, progress=progress, runs=runs)

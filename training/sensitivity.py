@@ -89,7 +89,8 @@ def run_sensitivity(dataset: str, data_dir, out: Path, smoke: bool, table: str, 
                     pretrained_file: str | None = None) -> list[tuple[str, str]]:
     """Run the sweeps of `table` and write their reports; returns (where, text) per report."""
     from repeval.training.results import build_rows, find_runs, write_report
-    from repeval.training.sweep import plan_sweep, run_sweep
+    from repeval.training.sweep import run_sweep
+    from repeval.training.sweep_plan import plan_sweep
 
     specs = sensitivity_specs(dataset, data_dir, smoke, table, pretrained_file)
     plans = {part: plan_sweep(spec) for part, spec in specs.items()}  # all of them before any folder

@@ -48,7 +48,7 @@ from repeval.checkpoint import EXECUTION_FIELDS
 from repeval.errors import FolderInUseError, InvalidChoiceError, RepevalError, check_number, check_seed
 from repeval.storage import atomic_json, check_output_dir, folder_lock, remove_stale_temporaries
 from repeval.training import run as run_files
-from repeval.training.config import DGRConfig, TrainConfig, check_options_apply
+from repeval.training.config import DGRConfig, TrainConfig
 from repeval.training.loop import train
 from repeval.validation import from_mapping
 
@@ -258,47 +258,6 @@ def _check_grid_size(grid: SweepGrid, axes: dict, method_args: dict) -> None:
                                  "(split it into several sweeps)")
 
 
-# Runs equal in these fields build the same data, model and batch: the plan builds one of each.
-BUILD_FIELDS = ("dataset", "data_dir", "dataset_args", "tasks", "arch", "arch_args", "backbone", "pretrained_file",
-                "hidden", "aspp_width", "aspp_rates", "batch_size", "device")
-
-
-def plan_sweep(spec: dict, one_dataset: bool = True) -> list[SweepRun]:
-    """The sweep's runs, with everything they need checked before any folder is made: every
-    point's config, the options each run would ignore, and one build (data folder, weights file,
-    model, batch memory) of each distinct data-and-model setting. `one_dataset`: the sweep's
-    report covers one dataset, so its runs must share it."""
-    from repeval.training.loop import build_training
-
-    runs = expand(spec)
-    used = sorted({r.config.dataset for r in runs})
-    if one_dataset and len(used) > 1:
-        raise InvalidChoiceError(f"the sweep's runs use {len(used)} datasets ({', '.join(used)}) and its report covers one: "
-                                 "make one sweep per dataset, or pass --no-report")
-    built = set()
-    for sweep_run in runs:
-        check_options_apply(sweep_run.config)
-        key = json.dumps({f: getattr(sweep_run.config, f) for f in BUILD_FIELDS}, sort_keys=True, default=str)
-        if key not in built:
-            built.add(key)
-            build_training(sweep_run.config.resolved())
-    return runs
-
-
-def describe_plan(runs: list[SweepRun], root: Path) -> str:
-    """`repeval sweep --dry-run`: each run with its status, and the plan's size in epochs."""
-    lines, epochs, todo = [], 0, 0
-    for sweep_run in runs:
-        config = sweep_run.config.resolved()
-        status = run_status(root / sweep_run.name, config) if (root / sweep_run.name).is_dir() else "new"
-        trained = 0 if status == "new" else len(run_files.read_metrics(root / sweep_run.name))
-        epochs += config.epochs
-        todo += max(config.epochs - trained, 0)
-        lines.append(f"{sweep_run.name}  ({config.dataset}, {config.epochs} epochs, {status})")
-    lines.append(f"{len(runs)} runs, {epochs} epochs in all, {todo} still to train; nothing was created")
-    return "\n".join(lines)
-
-
 def _points(base: TrainConfig, axes: dict, train_args: dict) -> list[tuple[dict, TrainConfig]]:
     """Every point of the option axes with the [train] config there. Each is validated here,
     before any run starts."""
@@ -370,7 +329,10 @@ def run_sweep(spec: dict, out_dir: str | Path = "runs/sweeps", progress: bool = 
 
     Several processes can share one sweep: each run folder is locked while a process trains it,
     and the others pass over it to the next one."""
-    runs = plan_sweep(spec, one_dataset=False) if runs is None else runs
+    if runs is None:
+        from repeval.training.sweep_plan import plan_sweep  # here: that module imports this one
+
+        runs = plan_sweep(spec, one_dataset=False)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise InvalidChoiceError(
             "repeval sweep does not run under torchrun: start several `repeval sweep` workers on the grid instead "

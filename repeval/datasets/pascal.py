@@ -106,11 +106,10 @@ class PascalSource:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def _file(self, *parts: str) -> Path:
-        path = self.root.joinpath(*parts)
+    @staticmethod
+    def _existing(path: Path) -> None:
         if not path.is_file():
             raise DataNotFoundError(f"{str(path)!r} does not exist; expected {LAYOUT}")
-        return path
 
     def _resized(self, array: np.ndarray, nearest: bool = True) -> np.ndarray:
         image = Image.fromarray(array)
@@ -129,7 +128,7 @@ class PascalSource:
     def load(self, i: int) -> tuple[np.ndarray, list[np.ndarray]]:
         image_path, semseg_path, parts_path, sal_path, normal_path, context_path = self.files(i)
         for path in (image_path, semseg_path, sal_path, normal_path, context_path):
-            self._file(str(path.relative_to(self.root)))
+            self._existing(path)
         image = read_image(image_path, "RGB")
         shape = image.shape[:2]
         seg = class_map(read_image(semseg_path), semseg_path)
