@@ -18,13 +18,18 @@ def check_data(
     data_dir: Optional[Path] = typer.Option(None, help="The dataset's folder, as `repeval train` reads it."),
     data_option: DataOptions = [],  # noqa: B006 - typer reads the default, never mutates it
     split_seed: int = typer.Option(0, help="Seed of the train/test split."),
+    batch_size: Optional[int] = typer.Option(None, min=2, help="Batch size for the empty-batch estimate. "
+                                             "Default: the dataset's training recipe's."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Default: on a terminal only."),
 ) -> None:
     """Read every sample of a dataset once and list each file that does not fit its format (one
-    line each), then a summary. Exit 0: no problem; 1: bad files found (training would stop at
-    the first); 2: the dataset cannot be opened at all."""
+    line each), then a summary, and for each task with samples that have no valid target
+    (a PASCAL image without a person) how often a training batch would have none. Exit 0: no
+    problem; 1: bad files found (training would stop at the first); 2: the dataset cannot be
+    opened at all."""
     from repeval import datasets
     from repeval.datasets.scan import scan
+    from repeval.training.config import recipe_batch_size
 
     DATASETS.check(dataset)
     check_data_dir(dataset, data_dir)
@@ -38,5 +43,7 @@ def check_data(
     for line in result.problems:
         typer.echo(line)
     typer.echo(result.summary())
+    for line in result.empty_batch_lines(batch_size or recipe_batch_size(dataset)):
+        typer.echo(line)
     if not result.clean:
         raise typer.Exit(1)

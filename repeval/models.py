@@ -183,5 +183,9 @@ class MultiTaskModel(nn.Module):
         """Each task kind's loss of its head's output: `[K]`, float32."""
         return torch.stack([kind.loss(out, y) for kind, out, y in zip(self.kinds, outputs, targets)])
 
+    def task_present(self, targets: list[torch.Tensor]) -> torch.Tensor:
+        """`[K]` bool: which tasks have a valid target in the batch (an absent task's loss is 0)."""
+        return torch.stack([kind.present(y) for kind, y in zip(self.kinds, targets)])
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.predict(self.encode(x))

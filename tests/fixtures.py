@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -78,10 +79,12 @@ def make_imagefolder(folder: Path, n_train: int = 4, n_val: int = 2) -> Path:
     return folder
 
 
-def make_pascal_folder(folder: Path, n_train: int = 3, n_val: int = 2, size: int = 32, seed: int = 0) -> Path:
-    """PASCAL_MT's layout (see repeval.datasets.pascal) with `size` x `size` samples: even-numbered
-    images have a person whose Pascal-Part annotation marks a head (rows 2-5) and a right upper
-    leg (rows 20-23) at columns 4-11; odd ones have no person. Context labels are vertical bands."""
+def make_pascal_folder(folder: Path, n_train: int = 3, n_val: int = 2, size: int = 32, seed: int = 0,
+                       person: Callable[[int], bool] = lambda k: k % 2 == 0) -> Path:
+    """PASCAL_MT's layout (see repeval.datasets.pascal) with `size` x `size` samples: images k
+    with `person(k)` (even-numbered by default) have a person whose Pascal-Part annotation marks
+    a head (rows 2-5) and a right upper leg (rows 20-23) at columns 4-11; the others have no
+    person. Context labels are vertical bands."""
     from scipy.io import savemat
 
     rng = np.random.default_rng(seed)
@@ -102,8 +105,8 @@ def make_pascal_folder(folder: Path, n_train: int = 3, n_val: int = 2, size: int
             head, leg = np.zeros((size, size), np.uint8), np.zeros((size, size), np.uint8)
             head[2:6, 4:12], leg[20:24, 4:12] = 1, 1
             parts = np.array([("head", head), ("ruleg", leg)], dtype=[("part_name", "O"), ("mask", "O")])
-            objects = np.array([("person" if k % 2 == 0 else "dog", PERSON_CLASS if k % 2 == 0 else 12, head | leg,
-                                 parts if k % 2 == 0 else np.zeros((0,), dtype=parts.dtype))],
+            objects = np.array([("person" if person(k) else "dog", PERSON_CLASS if person(k) else 12, head | leg,
+                                 parts if person(k) else np.zeros((0,), dtype=parts.dtype))],
                                dtype=[("class", "O"), ("class_ind", "O"), ("mask", "O"), ("parts", "O")])
             anno = np.array([(name, objects)], dtype=[("imname", "O"), ("objects", "O")])
             savemat(folder / "human_parts" / f"{name}.mat", {"anno": anno})

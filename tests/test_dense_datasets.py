@@ -183,3 +183,37 @@ def test_pascal_trains_all_five_tasks_with_dgr(tmp_path):
         "seg": ["miou", "pixel_acc"], "parts": ["miou", "pixel_acc"], "saliency": ["max_iou", "maxf"],
         "normal": ["mean_angle", "median_angle", "within_11.25", "within_22.5", "within_30"], "edges": ["f_exact", "loss"]}
     assert all(v > 0 for v in line["dgr_penalty"].values()) and len(line["dgr_penalty"]) == 5
+
+
+def test_pascal_trains_through_batches_without_a_person_and_a_real_nan_still_stops(tmp_path, monkeypatch):
+    """Only the first of four images has a person: with batches of 2, one batch of the epoch
+    leaves the parts task nothing to learn. The epoch trains, the parts loss is the mean over the
+    batch with a person and the metrics say how many batches it left out; a NaN from a task that
+    has targets stops the run with the usual message."""
+    import math
+
+    from repeval.errors import NonFiniteLossError
+    from repeval.training import loop
+    from repeval.training import run as run_files
+    from repeval.training.config import DGRConfig, TrainConfig
+    from tests.fixtures import make_pascal_folder
+
+    root = make_pascal_folder(tmp_path / "pascal", n_train=4, size=32, person=lambda k: k == 0)
+    config = TrainConfig(dataset="pascal", data_dir=str(root), dataset_args={"size": 32}, backbone="test_resnet",
+                         dgr=DGRConfig(dummies=1), epochs=1, batch_size=2, lr=1e-3, optimizer="adam", aspp_width=4,
+                         out_dir=str(tmp_path / "runs"), progress=False)
+    (line,) = run_files.read_metrics(loop.train(config))
+    assert line["batches_without_targets"] == {"seg": 0, "parts": 1, "saliency": 0, "normal": 0, "edges": 0}
+    assert all(math.isfinite(v) and v > 0 for v in line["train_loss"].values())
+    assert line["dgr_penalty"]["parts"] > 0  # over the batch with a person
+
+    real_step, calls = loop.training_step, {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        losses, penalties = real_step(*args, **kwargs)
+        calls["n"] += 1
+        return (losses * torch.tensor([float("nan"), 1, 1, 1, 1]) if calls["n"] == 2 else losses), penalties
+
+    monkeypatch.setattr(loop, "training_step", poisoned)
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 1, step 2"):
+        loop.train(TrainConfig(**{**config.__dict__, "out_dir": str(tmp_path / "poisoned")}))

@@ -94,6 +94,11 @@ DATASET_DEFAULTS: dict[str, dict] = {
 }
 
 
+def recipe_batch_size(dataset: str) -> int:
+    """The batch size a run of `dataset` takes when none is given."""
+    return DATASET_DEFAULTS.get(dataset, {}).get("batch_size", 64)
+
+
 def parse_rates(text: str) -> tuple[int, ...] | None:
     """`--aspp-rates`: "auto" (None: scaled to the feature map, `repeval.heads.aspp_rates`) or
     comma-separated positive ints.
@@ -250,7 +255,7 @@ class TrainConfig:
         return replace(
             self, backbone=self.backbone or d.get("backbone", "resnet50"),
             epochs=epochs, lr=lr, lr_step=lr_step, dgr=dgr,
-            batch_size=self.batch_size or d.get("batch_size", 64),
+            batch_size=self.batch_size or recipe_batch_size(self.dataset),
             weight_decay=d.get("weight_decay", 0.0) if self.weight_decay is None else self.weight_decay,
             optimizer=self.optimizer or d.get("optimizer", "adam"),
             schedule=self.schedule or d.get("schedule", "step"),

@@ -56,8 +56,14 @@ def dummy_gradient_penalty(heads: DummyHeads, z: torch.Tensor, y: torch.Tensor, 
     params = tuple(p.detach().requires_grad_(True) for p in heads.params())
     grads = torch.autograd.grad(dummy_losses(heads, z, y, params).sum(), params, create_graph=True)
     sq = _per_dummy_sq_norms(grads)
-    per_dummy = sq if penalty == "squared" else (sq + _TINY).sqrt()
+    per_dummy = sq if penalty == "squared" else _norm(sq)
     return per_dummy.mean()
+
+
+def _norm(sq: torch.Tensor) -> torch.Tensor:
+    """sqrt(sq), differentiable at 0 (gradient 0 there: a task without targets has a zero
+    penalty and a zero gradient); exactly 0 at 0, and unchanged in float32 elsewhere."""
+    return (sq + _TINY).sqrt() - _TINY**0.5
 
 
 def with_gradient(z: torch.Tensor, task_z_grads: torch.Tensor) -> torch.Tensor:
@@ -138,7 +144,7 @@ class DummyGradientRegularizer:
         coeff = (2 * torch.ones_like(norms) if squared else 1 / norms) / heads.count
         objective = sum((coeff.view(-1, *[1] * (a.dim() - 1)) * a * b).sum() for a, b in zip(local, g))
         (grad,) = torch.autograd.grad(objective, zd)
-        return grad, (sq if squared else norms).mean().detach()
+        return grad, (sq if squared else _norm(sq)).mean().detach()
 
     def _finite_difference(self, zd, heads, y):
         eps, squared = self.config.eps, self.config.penalty == "squared"
@@ -148,7 +154,8 @@ class DummyGradientRegularizer:
         base = dummy_losses(heads, zd if forward else zd.detach(), y, params)
         grads = torch.autograd.grad(base.sum(), params, retain_graph=forward)
         average_(list(grads))  # torchrun: the global batch's gradient sets the norm and the direction
-        norms = (_per_dummy_sq_norms(grads) + _TINY).sqrt()  # [d]
+        sq = _per_dummy_sq_norms(grads)
+        norms = (sq + _TINY).sqrt()  # [d]
         weights = ((2 * norms if squared else torch.ones_like(norms)) / heads.count).detach()
         step = eps / norms  # along each dummy's unit gradient: one addcmul, no parameter-sized temporaries
 
@@ -164,4 +171,4 @@ class DummyGradientRegularizer:
             (grad,) = torch.autograd.grad((weights * dummy_losses(heads, zd, y, moved(1.0))).sum(), zd)
             (minus,) = torch.autograd.grad((weights * dummy_losses(heads, zd, y, moved(-1.0))).sum(), zd)
             grad = (grad - minus) / (2 * eps)
-        return grad, (norms.pow(2) if squared else norms).mean().detach()
+        return grad, (sq if squared else _norm(sq)).mean().detach()

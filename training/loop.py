@@ -29,6 +29,7 @@ from repeval.storage import check_output_dir, folder_lock
 from repeval.training import run as run_files
 from repeval.training.config import TrainConfig, check_options_apply
 from repeval.training.dgr import DummyGradientRegularizer
+from repeval.training.epoch_stats import EpochAccumulator, EpochStats
 from repeval.training.methods import Method, ParamGroups, create_method
 from repeval.training.resume import restore
 from repeval.training.step import Batch, Execution, autocast, param_groups, resolve_device, to_device, training_step
@@ -247,15 +248,15 @@ def _train_epochs(training: Training, run_dir: Path, start_epoch: int) -> Path:
     try:
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
-            mean_losses, mean_penalties, steps, seen = train_one_epoch(training, epoch, run_dir)
+            stats = train_one_epoch(training, epoch, run_dir)
             training.scheduler.step()
-            method.on_epoch_end(epoch, mean_losses)
+            method.on_epoch_end(epoch, stats.losses)
             test = evaluate(model, _test_loader(training), training.bundle, training.device,
                             training.execution.precision, training.execution.channels_last)
-            metrics = epoch_metrics(training, epoch, mean_losses, mean_penalties, test, seen, started)
+            metrics = epoch_metrics(training, epoch, stats, test, started)
             states = rng_states()  # every rank's, gathered for rank 0 to save
             if is_main_process():
-                save_epoch(training, run_dir, epoch, steps, metrics, states)
+                save_epoch(training, run_dir, epoch, stats.steps, metrics, states)
                 shown = "  ".join(f"{task}.{kind.primary}={test[task][kind.primary]:.4g}"
                                   for task, kind in zip(training.task_names, model.kinds))
                 log.info("epoch %d/%d  test %s  (%.0f img/s)", epoch + 1, config.epochs, shown,
@@ -268,62 +269,46 @@ def _train_epochs(training: Training, run_dir: Path, start_epoch: int) -> Path:
     return run_dir
 
 
-def train_one_epoch(training: Training, epoch: int, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
-    """One pass over the training set: mean task losses and DGR penalties, steps and samples seen."""
+def train_one_epoch(training: Training, epoch: int, run_dir: Path) -> EpochStats:
+    """One pass over the training set: what `EpochStats` holds."""
     config, bundle, execution = training.config, training.bundle, training.execution
     device, normalize = execution.device, training.normalize
     loader = train_loader(training, epoch, config.seed)
     # Auto-lambda's meta batches: the training set again, in an independent order (as the
     # authors' code does), seeded per epoch so --resume replays them.
     meta_batches = iter(train_loader(training, epoch, config.seed + 1)) if training.method.needs_meta_batch else None
-    loss_sum = torch.zeros(len(bundle.tasks), device=device)
-    penalty_sum = torch.zeros(len(bundle.tasks), device=device)
-    first_bad_step = torch.tensor(-1, device=device)
-    seen, steps = 0, 0
+    stats = EpochAccumulator(len(bundle.tasks), device, training.regularizer is not None)
     bar = tqdm(total=len(bundle.train), unit="img", desc=f"epoch {epoch + 1}/{config.epochs}",
                disable=not (config.progress and is_main_process()), leave=False)
-    for step, (images, labels) in enumerate(loader):
+    for images, labels in loader:
         batch = to_device(images, labels, normalize, device, execution.channels_last)
         meta_batch = to_device(*next(meta_batches), normalize, device, execution.channels_last) if meta_batches else None
         losses, penalties = training_step(training.model, batch, training.method, training.regularizer,
                                           training.optimizer, training.params, meta_batch, execution.precision)
-        loss_sum += losses * len(images)
-        finite = torch.isfinite(losses).all()
-        if penalties is not None:
-            penalty_sum += penalties * len(images)
-            finite &= torch.isfinite(penalties).all()
-        first_bad_step = torch.where(~finite & (first_bad_step < 0), step, first_bad_step)
-        seen, steps = seen + len(images), step + 1
+        stats.add(losses, penalties, training.model.task_present(batch.ys), len(images))
         bar.update(len(images))
-        if steps % config.log_every == 0:  # the only host syncs of the epoch
-            _raise_if_nonfinite(first_bad_step, epoch, run_dir)
-            bar.set_postfix(loss=f"{(loss_sum.sum() / seen).item():.3f}")
+        if stats.steps % config.log_every == 0:  # the only host syncs of the epoch
+            _raise_if_nonfinite(stats.first_bad_step, epoch, run_dir)
+            bar.set_postfix(loss=f"{stats.running_loss():.3f}")
     bar.close()
-    _raise_if_nonfinite(first_bad_step, epoch, run_dir)
-    totals = sum_(torch.cat([loss_sum, penalty_sum, torch.tensor([float(seen)], device=device)]))  # over ranks
-    k, seen = len(bundle.tasks), int(totals[-1].item()) if world_size() > 1 else seen
-    loss_sum, penalty_sum = totals[:k], totals[k: 2 * k]
-    penalties = penalty_sum / max(seen, 1) if training.regularizer is not None else None
-    return loss_sum / max(seen, 1), penalties, steps, seen
+    _raise_if_nonfinite(stats.first_bad_step, epoch, run_dir)
+    return stats.totals()
 
 
-def epoch_metrics(training: Training, epoch: int, mean_losses: torch.Tensor, mean_penalties: torch.Tensor | None,
-                  test: dict[str, dict[str, float]], seen: int, started: float) -> dict:
-    names = training.task_names
+def epoch_metrics(training: Training, epoch: int, stats: EpochStats, test: dict[str, dict[str, float]],
+                  started: float) -> dict:
     seconds = time.perf_counter() - started
     metrics = {
         "epoch": epoch,
-        "train_loss": dict(zip(names, mean_losses.tolist())),
+        **stats.record(training.task_names),
         "test": test,
         "lr": training.optimizer.param_groups[0]["lr"],
         "seconds": round(seconds, 3),
-        "images_per_second": round(seen / seconds, 1),
+        "images_per_second": round(stats.seen / seconds, 1),
     }
     accuracy = {task: values["accuracy"] for task, values in test.items() if "accuracy" in values}
     if accuracy:  # what earlier versions recorded for classification tasks, and notebooks read
         metrics["test_accuracy"] = accuracy
-    if mean_penalties is not None:
-        metrics["dgr_penalty"] = dict(zip(names, mean_penalties.tolist()))
     return metrics
 
 

@@ -109,11 +109,11 @@ def forward_pass(model: MultiTaskModel, regularizer: DummyGradientRegularizer | 
     with autocast(batch.x.device, precision):
         z = model.encode(batch.x)
         outputs = model.predict(z)
-    losses = model.task_losses(outputs, batch.ys)
+    losses, present = model.task_losses(outputs, batch.ys), model.task_present(batch.ys)
     if regularizer is None:
-        return Pass(losses, z, None, None)
+        return Pass(losses, z, None, None, present)
     losses, z_grad, penalties = regularizer.join(losses, z, batch.ys)
-    return Pass(losses, z, z_grad, penalties)
+    return Pass(losses, z, z_grad, penalties, present)
 
 
 def functional_task_losses(model: MultiTaskModel, batch: Batch, params: dict[str, torch.Tensor],

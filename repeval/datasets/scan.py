@@ -9,6 +9,7 @@ here as well."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,11 +25,13 @@ SKIPPED_LISTS = {"unparsed_names": "name does not parse", "undecodable": "does n
 
 @dataclass
 class ScanResult:
-    """What `scan` found: samples read per split, and one line per bad file."""
+    """What `scan` found: samples read per split, one line per bad file, and per split and task
+    the number of samples whose target has no valid value (dense kinds' ignore rules)."""
 
     samples: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    without_targets: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
@@ -40,26 +43,53 @@ class ScanResult:
         verdict = "no problem found" if self.clean else f"{len(self.problems)} bad sample(s)"
         return f"checked {sum(self.samples.values())} samples ({counts}): {verdict}{skipped}"
 
+    def empty_batch_lines(self, batch_size: int) -> list[str]:
+        """Per task with samples lacking a valid target in the train split: how many, and how
+        many batches of `batch_size` of a shuffled epoch (drop_last) have none at all: those
+        steps do not train that task (`repeval train` logs them as batches_without_targets)."""
+        n = self.samples.get("train", 0)
+        lines = []
+        for task, empty in self.without_targets.get("train", {}).items():
+            if not empty:
+                continue
+            batches = n // batch_size if n > batch_size else 1
+            size = min(batch_size, n)
+            chance = math.comb(empty, size) / math.comb(n, size)  # all `size` drawn without replacement are empty
+            lines.append(f"{task}: {empty} of {n} train samples ({100 * empty / n:.1f}%) have no valid target; "
+                         f"a shuffled batch of {size} has none with probability {chance:.3g}, "
+                         f"about {chance * batches:.3g} of {batches} batches per epoch")
+        return lines
 
-def sample_check(split, tasks) -> Callable[[int], str | None]:
-    """A function of a sample index: what is wrong with it, or None. Splits that read files per
-    sample (`load`) check what they read; in-memory ones check their labels against the tasks."""
-    if hasattr(split, "load"):
-        def check(i: int) -> str | None:
-            try:
-                split.load(i)
-            except RepevalError as e:
-                return str(e)
-            return None
-        return check
+
+def _present(kinds, targets) -> list[bool]:
+    """Whether each task's target of one sample has a valid value (its kind's ignore rule)."""
+    import torch
+
+    return [bool(kind.present(torch.as_tensor(np.asarray(t))[None])) for kind, t in zip(kinds, targets)]
+
+
+def sample_check(split, tasks) -> Callable[[int], tuple[str | None, list[bool] | None]]:
+    """A function of a sample index: (what is wrong with it or None, which tasks have a valid
+    target or None when unknown). Splits that read files per sample (`load`) check what they
+    read; in-memory ones check their labels against the tasks."""
+    from repeval.datasets.dense import DenseDataset
+
     kinds = [kind_of(t) for t in tasks]
+    if hasattr(split, "load"):
+        def check(i: int) -> tuple[str | None, list[bool] | None]:
+            try:
+                loaded = split.load(i)
+            except RepevalError as e:
+                return str(e), None
+            return None, _present(kinds, loaded[1]) if isinstance(split, DenseDataset) else None
+        return check
 
-    def check_labels(i: int) -> str | None:
+    def check_labels(i: int) -> tuple[str | None, list[bool] | None]:
         for k, (task, kind) in enumerate(zip(tasks, kinds)):
             problem = kind.target_problem(np.asarray(split.labels[i, k:k + 1]))
             if problem:
-                return f"sample {int(split.indices[i])}: the {task.name} label has {problem}"
-        return None
+                return f"sample {int(split.indices[i])}: the {task.name} label has {problem}", None
+        return None, None
     return check_labels
 
 
@@ -73,10 +103,14 @@ def scan(bundle, progress: bool = False, workers: int = 4) -> ScanResult:
     for name, split in (("train", bundle.train), ("test", bundle.test)):
         check = sample_check(split, bundle.tasks)
         result.samples[name] = len(split)
+        empty = dict.fromkeys((t.name for t in bundle.tasks), 0)
         with ThreadPoolExecutor(workers) as pool, tqdm(total=len(split), unit="sample", desc=f"checking {name}",
                                                         disable=not progress, leave=False) as bar:
-            for problem in pool.map(check, range(len(split))):
+            for problem, present in pool.map(check, range(len(split))):
                 bar.update()
                 if problem:
                     result.problems.append(f"{name}: {problem}")
+                for task, has_target in zip(empty, present or ()):
+                    empty[task] += not has_target
+        result.without_targets[name] = empty
     return result

@@ -80,12 +80,18 @@ class TaskKind:
         return output
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Batch loss of a head's raw output against the target (ignore rule included)."""
+        """Batch loss of a head's raw output against the target (ignore rule included): the
+        mean over valid samples or pixels, and exactly 0 with a zero gradient when the batch has
+        none (a PASCAL batch without a person), never 0 / 0."""
         raise NotImplementedError
 
     def valid(self, target: torch.Tensor) -> torch.Tensor:
         """The ignore rule: which samples (or pixels, `[B, H, W]`) of a target count."""
         return torch.ones(target.shape[:1], dtype=torch.bool, device=target.device)
+
+    def present(self, target: torch.Tensor) -> torch.Tensor:
+        """Whether the batch's target has anything to learn (a 0-d bool tensor; no host sync)."""
+        return self.valid(target).any()
 
     def metric(self, device: torch.device | str = "cpu") -> StreamingMetric:
         raise NotImplementedError

@@ -59,7 +59,10 @@ class Segmentation(DenseKind):
         return (target >= 0) & (target < self.outputs)
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.predict(output, target.shape[-2:]), target, ignore_index=IGNORE)
+        # The mean over valid pixels, as cross_entropy's own mean (bit for bit), except that a
+        # batch without a valid pixel gives 0 with a zero gradient instead of 0 / 0 = NaN.
+        summed = F.cross_entropy(self.predict(output, target.shape[-2:]), target, ignore_index=IGNORE, reduction="sum")
+        return summed / (target != IGNORE).sum().clamp_min(1)
 
     def metric(self, device: torch.device | str = "cpu") -> ConfusionMetric:
         return ConfusionMetric(self.outputs, device)

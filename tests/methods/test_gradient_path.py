@@ -54,7 +54,7 @@ def test_backward_equals_the_brute_force_combination_in_float64(name, with_dgr):
     shared = params.shared
 
     out = forward_pass(model, reg, batch)
-    losses = method.task_losses(out.losses)
+    losses = method.task_losses(out.losses, out.present)
     rows = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(losses[k], shared, retain_graph=True)])
                         for k in range(len(TASKS))])
     # A copy computes the weights: the method's own state (PCGrad's generator, Nash-MTL's warm

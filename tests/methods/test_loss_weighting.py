@@ -8,7 +8,7 @@ from repeval.training.methods.uw import UncertaintyWeighting
 
 def test_ew_is_the_sum():
     losses = torch.tensor([0.3, 1.2, 2.0])
-    assert EqualWeighting(3).combine(losses) == losses.sum()
+    assert EqualWeighting(3).combine(losses, torch.ones(3, dtype=torch.bool)) == losses.sum()
 
 
 def test_dwa_weights_sum_to_k_and_flatten_with_temperature():
@@ -21,9 +21,9 @@ def test_dwa_weights_sum_to_k_and_flatten_with_temperature():
 def test_dwa_uses_ones_for_two_epochs_then_the_loss_ratios():
     method = DWA(2)
     losses = torch.tensor([1.0, 1.0])
-    assert method.combine(losses) == 2.0
+    assert method.combine(losses, torch.ones(len(losses), dtype=torch.bool)) == 2.0
     method.on_epoch_end(0, torch.tensor([1.0, 1.0]))
-    assert method.combine(losses) == 2.0
+    assert method.combine(losses, torch.ones(len(losses), dtype=torch.bool)) == 2.0
     method.on_epoch_end(1, torch.tensor([0.5, 1.0]))
     expected = dwa_weights(torch.tensor([0.5, 1.0]), torch.tensor([1.0, 1.0]), 2.0)
     torch.testing.assert_close(method.weights, expected.float())
@@ -34,5 +34,5 @@ def test_uw_optimum_is_log_loss():
     losses = torch.tensor([0.4, 3.0])
     with torch.no_grad():
         method.log_var.copy_(torch.log(losses))
-    (grad,) = torch.autograd.grad(method.combine(losses), method.log_var)
+    (grad,) = torch.autograd.grad(method.combine(losses, torch.ones(len(losses), dtype=torch.bool)), method.log_var)
     torch.testing.assert_close(grad, torch.zeros(2), rtol=0, atol=1e-7)

@@ -13,7 +13,9 @@ sum_k lambda_k L_k (DGR added after, unweighted).
 The meta batch is the training set in an independent order (the authors' "copy of the train
 loader"). Meta passes run the model functionally and leave batch-norm statistics untouched.
 Cost per step: 3 forward+backward passes and 2 forward passes (about 3.5-4x `ew`). The virtual
-step is plain SGD whatever the model's optimiser is, as in the original with Adam."""
+step is plain SGD whatever the model's optimiser is, as in the original with Adam. A task without
+targets in the training batch has a hypergradient of 0 (its loss is 0 on both sides of the
+difference), as it would in the original."""
 
 from __future__ import annotations
 
@@ -94,7 +96,7 @@ class AutoLambda(LossWeighting):
             self.task_weights.grad = hyper.to(self.task_weights.dtype)
             self.meta_optimizer.step()
 
-    def combine(self, losses: torch.Tensor) -> torch.Tensor:
+    def combine(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         return (self.task_weights.detach() * losses).sum()
 
     def state_dict(self) -> dict:

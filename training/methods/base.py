@@ -42,12 +42,19 @@ class ParamGroups:
 @dataclass
 class Pass:
     """One forward pass: per-task losses [K], the representation z, DGR's lambda * dP/dz (None
-    without DGR or when DGR already sits inside the task losses) and the detached penalties."""
+    without DGR or when DGR already sits inside the task losses), the detached penalties, and
+    which tasks had a valid target in the batch (`[K]` bool; None: all of them)."""
 
     losses: torch.Tensor
     z: torch.Tensor
     z_grad: torch.Tensor | None
     penalties: torch.Tensor | None
+    present: torch.Tensor | None = None
+
+
+def presence(losses: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
+    """`present` as a mask on the losses' device (None: every task)."""
+    return torch.ones_like(losses, dtype=torch.bool) if present is None else present.to(losses.device)
 
 
 @dataclass
@@ -90,6 +97,11 @@ class Method:
 
     Convention (documented once for every method): the base objective is the *sum* of task
     losses, and every method returns an update on that scale.
+
+    A task without a valid target in a batch (`Pass.present` False) has loss 0 and a zero
+    gradient. Methods with per-task learnable scalars leave that task's scalar alone for the
+    step; gradient methods leave a task whose gradient is exactly zero out of the step's solve
+    (`GradientMethod`); each method's docstring says what it does.
     """
 
     needs_meta_batch = False  # set by methods that evaluate a second batch (Auto-lambda)
@@ -114,7 +126,7 @@ class Method:
         self.prepare(ctx)
         out = ctx.forward(ctx.batch)
         ctx.optimizer.zero_grad(set_to_none=True)
-        self.backward(out.losses, out.z, out.z_grad, ctx.params)
+        self.backward(out.losses, out.z, out.z_grad, ctx.params, out.present)
         ctx.optimizer.step()
         return out
 
@@ -126,13 +138,16 @@ class Method:
         """Move learnable state to the model's device."""
         return self
 
-    def backward(self, losses: torch.Tensor, z: torch.Tensor, z_grad: torch.Tensor | None, params: ParamGroups) -> None:
+    def backward(self, losses: torch.Tensor, z: torch.Tensor, z_grad: torch.Tensor | None, params: ParamGroups,
+                 present: torch.Tensor | None = None) -> None:
         """Accumulate gradients into `.grad`. `z_grad` (DGR's lambda * dP/dz) is added to the
-        gradient reaching z after the method has combined the task gradients."""
+        gradient reaching z after the method has combined the task gradients; `present` is
+        `Pass.present`."""
         raise NotImplementedError
 
     def on_epoch_end(self, epoch: int, mean_losses: torch.Tensor) -> None:
-        """Called with the unweighted epoch-mean training loss of each task."""
+        """Called with the unweighted epoch-mean training loss of each task, over the batches
+        where the task had targets (NaN for a task that had none all epoch)."""
 
     def state_dict(self) -> dict:
         return {}
@@ -153,11 +168,13 @@ class LossWeighting(Method):
     """A method that turns K losses into one scalar: one backward for everything, DGR's
     gradient at z included, so the encoder sees a single backward pass."""
 
-    def combine(self, losses: torch.Tensor) -> torch.Tensor:
+    def combine(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """The scalar to minimise; `present` [K] bool marks tasks with targets in the batch."""
         raise NotImplementedError
 
-    def backward(self, losses: torch.Tensor, z: torch.Tensor, z_grad: torch.Tensor | None, params: ParamGroups) -> None:
-        backward_with(self.combine(losses), z, z_grad)
+    def backward(self, losses: torch.Tensor, z: torch.Tensor, z_grad: torch.Tensor | None, params: ParamGroups,
+                 present: torch.Tensor | None = None) -> None:
+        backward_with(self.combine(losses, presence(losses, present)), z, z_grad)
         average_gradients(chain(params.all(), self.parameters()))
 
 

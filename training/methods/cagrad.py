@@ -2,7 +2,11 @@
 radius c||g0|| around the mean gradient g0. Dual over the simplex:
     min_w  w^T M b + c ||g0|| sqrt(w^T M w),  M = G G^T, b = 1/K,
 solved by projected gradient descent with backtracking (K dimensions: no generic solver needed).
-d = g0 + (c ||g0|| / ||g_w||) g_w, rescaled by 1 / (1 + c^2); sum scale: K * d."""
+d = g0 + (c ||g0|| / ||g_w||) g_w, rescaled by 1 / (1 + c^2); sum scale: K * d.
+
+A task whose gradient is exactly zero (no targets in the batch) is left out of the step's solve
+(`GradientMethod.solve`): g0 and the ball are those of the other tasks, on their sum scale,
+rather than a mean diluted by a task that cannot move."""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """Dynamic Weight Average (Liu, Johns & Davison, MTAN, CVPR 2019), epoch-level as in MTAN:
 w_k = L_k(t-1) / L_k(t-2) from the *unweighted* epoch-mean training losses, weights
-K softmax(w / T) with T = 2, all 1 for the first two epochs; they sum to K."""
+K softmax(w / T) with T = 2, all 1 for the first two epochs; they sum to K. An epoch mean is over
+the batches where the task had targets; a task with none in one of the two epochs (a NaN mean)
+gets the ratio 1, the no-change value, instead of a NaN weight."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from repeval.training.methods.base import LossWeighting
 
 def dwa_weights(previous: torch.Tensor, before: torch.Tensor, temperature: float) -> torch.Tensor:
     ratios = previous / before
+    ratios = torch.where(torch.isfinite(ratios), ratios, torch.ones_like(ratios))
     return len(ratios) * torch.softmax(ratios / temperature, dim=0)
 
 
@@ -23,7 +26,7 @@ class DWA(LossWeighting):
         self.history: list[torch.Tensor] = []
         self.weights = torch.ones(num_tasks)
 
-    def combine(self, losses: torch.Tensor) -> torch.Tensor:
+    def combine(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         return (self.weights.to(losses.device) * losses).sum()
 
     def on_epoch_end(self, epoch: int, mean_losses: torch.Tensor) -> None:

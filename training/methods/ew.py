@@ -1,4 +1,5 @@
-"""Equal weighting ("vanilla"): the sum of task losses, one backward."""
+"""Equal weighting ("vanilla"): the sum of task losses, one backward. A task without targets in
+a batch adds its loss of 0 (nothing)."""
 
 from __future__ import annotations
 
@@ -8,5 +9,5 @@ from repeval.training.methods.base import LossWeighting
 
 
 class EqualWeighting(LossWeighting):
-    def combine(self, losses: torch.Tensor) -> torch.Tensor:
+    def combine(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         return losses.sum()

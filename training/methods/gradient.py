@@ -16,6 +16,13 @@ gradient; each head gets its own task's gradient. DGR's gradient at z is pushed 
 encoder *after* the combination (as in the authors' code) and accumulates into `.grad` in
 place: it is not projected or reweighted.
 
+A task whose gradient is exactly zero (no valid target in the batch, so a loss of 0) is left
+out of the step's solve (`GradientMethod.solve`): its weight is 0 and the method runs on the
+other tasks' Gram matrix, on their sum scale. Every solver here would otherwise meet a zero row:
+MGDA's min-norm point would be 0 (a step that trains nothing), IMTL would divide by a zero norm,
+Nash-MTL's barrier would send that task's weight to infinity. With every task present, nothing
+changes.
+
 With `rep_grad=True` (methods with `supports_rep_grad`: MGDA-UB and IMTL, whose papers do
 this) the task gradients are taken at the shared representation z instead: the weights come
 from the Gram matrix of the K z-gradients, and one encoder backward of the combined
@@ -29,7 +36,7 @@ from itertools import chain
 import torch
 
 from repeval.distributed import average_, average_gradients, sum_, world_size
-from repeval.training.methods.base import Method, ParamGroups
+from repeval.training.methods.base import Method, ParamGroups, presence
 
 
 TaskGradients = list[list[torch.Tensor]]  # [task][parameter], autograd's own tensors
@@ -93,19 +100,43 @@ class GradientMethod(Method):
         self.rep_grad = bool(rep_grad)
 
     def weights(self, gram: torch.Tensor) -> torch.Tensor:
-        """Gram matrix [K, K] (float64) of the task gradients -> combination weights [K]."""
+        """Gram matrix [K, K] (float64, on the host) of the task gradients -> combination weights [K]."""
         raise NotImplementedError
+
+    def weights_among(self, gram: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
+        """`weights` of the Gram matrix of the tasks `tasks` (indices into all K); methods with
+        per-task state (Nash-MTL's warm start) override it to use that state's entries."""
+        return self.weights(gram)
+
+    def solve(self, gram: torch.Tensor) -> torch.Tensor:
+        """The step's weights [K] (float64, host): tasks whose gradient is exactly zero get 0
+        and are left out of the solve (see the module's docstring)."""
+        gram = gram.cpu()  # K x K: the solvers are small host-side loops
+        active = gram.diagonal() > 0
+        if bool(active.all()):
+            return self.weights_among(gram, torch.arange(len(gram)))
+        weights = torch.zeros(len(gram), dtype=gram.dtype)
+        tasks = active.nonzero().flatten()
+        if len(tasks):
+            weights[tasks] = self.weights_among(gram[tasks][:, tasks], tasks)
+        return weights
+
+    def head_weights(self) -> torch.Tensor | None:
+        """Factors for each task head's gradient after the step's solve (None: heads keep their
+        own task's unweighted gradient, repeval's default)."""
+        return None
 
     def aggregate(self, grads: torch.Tensor) -> torch.Tensor:
         """Rows = task gradients [K, P] -> update [P] on the sum scale (the step's path, on a matrix)."""
-        return combine_rows(self.weights(gram_of_rows(grads)), grads)
+        return combine_rows(self.solve(gram_of_rows(grads)), grads)
 
-    def task_losses(self, losses: torch.Tensor) -> torch.Tensor:
+    def task_losses(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """Losses whose gradients are combined (IMTL-L rescales them first)."""
         return losses
 
-    def backward(self, losses: torch.Tensor, z: torch.Tensor, z_grad: torch.Tensor | None, params: ParamGroups) -> None:
-        losses = self.task_losses(losses)
+    def backward(self, losses: torch.Tensor, z: torch.Tensor, z_grad: torch.Tensor | None, params: ParamGroups,
+                 present: torch.Tensor | None = None) -> None:
+        losses = self.task_losses(losses, presence(losses, present))
         own = [p for head in params.heads for p in head] + params.common
         torch.autograd.backward(losses.sum(), inputs=own + self.parameters(), retain_graph=True)
         z_task_grads = [torch.autograd.grad(losses[k], z, retain_graph=True)[0] for k in range(len(losses))]
@@ -114,11 +145,17 @@ class GradientMethod(Method):
         else:
             task_grads = task_gradients(z, z_task_grads, params.shared, keep_graph=z_grad is not None)
             average_(g for grads in task_grads for g in grads)  # the global batch's, before combining
-            update = combine_(self.weights(gram_matrix(task_grads)), task_grads)
+            update = combine_(self.solve(gram_matrix(task_grads)), task_grads)
             for p, g in zip(params.shared, update):
                 p.grad = g if g.dtype == p.dtype else g.to(p.dtype)
             if z_grad is not None:
                 torch.autograd.backward(z, z_grad)  # accumulates into .grad in place
+        scale = self.head_weights()
+        if scale is not None:
+            for factor, head in zip(scale.tolist(), params.heads):
+                for p in head:
+                    if p.grad is not None:
+                        p.grad.mul_(factor)
         # Identical combined updates stay as they are; heads, DGR's part and the rest are averaged.
         average_gradients(chain(params.all(), self.parameters()))
 
@@ -131,13 +168,13 @@ class GradientMethod(Method):
         if not params.per_task_z:
             stacked = torch.stack(z_task_grads)
             flat = stacked.flatten(1).float()
-            w = self.weights(_global_gram(flat)).to(stacked.dtype)
+            w = self.solve(_global_gram(flat)).to(stacked.device, stacked.dtype)
             combined = torch.tensordot(w, stacked, dims=1)
             torch.autograd.backward(z, combined if z_grad is None else combined + z_grad)
             return
         stacked = torch.stack([g[k] for k, g in enumerate(z_task_grads)])  # [K, B, ...]: task k at z[k]
         flat = stacked.flatten(1).float()
-        w = self.weights(_global_gram(flat)).to(stacked.dtype)
+        w = self.solve(_global_gram(flat)).to(stacked.device, stacked.dtype)
         combined = stacked * w.view(-1, *[1] * (stacked.dim() - 1))  # z's shape: slice k is w_k g_k
         torch.autograd.backward(z, combined, inputs=params.shared, retain_graph=z_grad is not None)
         if z_grad is not None:

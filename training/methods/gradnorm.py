@@ -7,7 +7,11 @@ model's optimiser) train the model on sum_k w_k L_k, and are themselves trained 
 with the target (the second term) held constant; the weights are renormalised to sum K before
 each step. W is the shared representation z (as LibMTL's representation-gradient mode): the
 norms then cost K backward passes through the small heads only, and need no knowledge of which
-encoder layer is "last". L_k(0) is the loss of the first step."""
+encoder layer is "last". L_k(0) is the loss of the first step.
+
+A task without targets in a batch (loss 0, zero gradient) is left out of that step's balancing:
+the means run over the other tasks and its weight gets no gradient (its ratio would be 0 and
+drag the common target down). Its L_k(0) is the loss of the first step where it has targets."""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import torch
 
 from repeval.distributed import average_, average_gradients, sum_, world_size
 from repeval.errors import check_number
-from repeval.training.methods.base import LearnsTaskScalars, LossWeighting, ParamGroups, backward_with
+from repeval.training.methods.base import LearnsTaskScalars, LossWeighting, ParamGroups, backward_with, presence
 
 
 class GradNorm(LearnsTaskScalars, LossWeighting):
@@ -28,19 +32,33 @@ class GradNorm(LearnsTaskScalars, LossWeighting):
         self.init_scalars(num_tasks, 1.0)
         self.initial_losses: torch.Tensor | None = None
 
-    def gradnorm_loss(self, losses: torch.Tensor, grad_norms: torch.Tensor) -> torch.Tensor:
-        """L_grad as a function of the weights (losses and norms detached)."""
+    def gradnorm_loss(self, losses: torch.Tensor, grad_norms: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+        """L_grad as a function of the weights (losses and norms detached), over the tasks
+        `present` (all by default)."""
+        present = presence(losses, present)
+        count = present.sum().clamp_min(1)
         weighted = self.scalars * grad_norms
-        ratio = losses / self.initial_losses
-        target = weighted.mean() * (ratio / ratio.mean()) ** self.alpha
-        return (weighted - target.detach()).abs().sum()
+        ratio = torch.where(present, losses / self.initial_losses.clamp_min(1e-30), 0)
+        mean_ratio = (ratio.sum() / count).clamp_min(1e-30)
+        target = torch.where(present, weighted, 0).sum() / count * (ratio / mean_ratio) ** self.alpha
+        return torch.where(present, (weighted - target.detach()).abs(), 0).sum()
 
-    def backward(self, losses: torch.Tensor, z: torch.Tensor, z_grad: torch.Tensor | None, params: ParamGroups) -> None:
+    def record_initial_losses(self, losses: torch.Tensor, present: torch.Tensor) -> None:
+        """L_k(0): each task's loss at the first step where it has targets (the global batch's
+        mean under torchrun); NaN until then. No host sync."""
+        if self.initial_losses is None:
+            self.initial_losses = torch.full_like(losses, float("nan"))
+        value, count = torch.where(present, losses, 0), present.to(losses.dtype)
+        if world_size() > 1:
+            value, count = sum_(value.clone()), sum_(count)
+        self.initial_losses = torch.where(torch.isnan(self.initial_losses), value / count, self.initial_losses)
+
+    def backward(self, losses: torch.Tensor, z: torch.Tensor, z_grad: torch.Tensor | None, params: ParamGroups,
+                 present: torch.Tensor | None = None) -> None:
+        present = presence(losses, present)
         with torch.no_grad():
             self.scalars.mul_(len(self.scalars) / self.scalars.sum())
-        if self.initial_losses is None:
-            self.initial_losses = losses.detach().clone()
-            average_([self.initial_losses])
+        self.record_initial_losses(losses.detach(), present)
         grad_norms = torch.stack([
             torch.linalg.vector_norm(torch.autograd.grad(losses[k], z, retain_graph=True)[0]) for k in range(len(losses))
         ]).float()
@@ -50,7 +68,7 @@ class GradNorm(LearnsTaskScalars, LossWeighting):
             average_([losses_now])
         else:
             losses_now = losses.detach()
-        (self.scalars.grad,) = torch.autograd.grad(self.gradnorm_loss(losses_now, grad_norms), self.scalars)
+        (self.scalars.grad,) = torch.autograd.grad(self.gradnorm_loss(losses_now, grad_norms, present), self.scalars)
         backward_with((self.scalars.detach() * losses).sum(), z, z_grad)
         average_gradients(chain(params.all(), self.parameters()))
 

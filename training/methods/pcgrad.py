@@ -1,5 +1,9 @@
 """PCGrad (Yu et al., NeurIPS 2020), paper Algorithm 1: for each task, in a fresh random order,
-project against the *original* gradient of every other task it conflicts with; sum."""
+project against the *original* gradient of every other task it conflicts with; sum.
+
+A zero gradient conflicts with nothing and nothing is projected onto it (the original's
+projection would divide by its zero norm); the step's solve leaves such a task out
+(`GradientMethod.solve`), which gives the same update."""
 
 from __future__ import annotations
 

@@ -60,7 +60,7 @@ class PTA(WrapsMethod):
         ])
         heads = [[*head, *decoders.parameters()] for head, decoders in zip(ctx.params.heads, self.extra)]
         ctx.optimizer.zero_grad(set_to_none=True)
-        self.base.backward(task_losses, out.z, out.z_grad, replace(ctx.params, heads=heads))
+        self.base.backward(task_losses, out.z, out.z_grad, replace(ctx.params, heads=heads), out.present)
         ctx.optimizer.step()
         return out
 

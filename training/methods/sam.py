@@ -34,7 +34,7 @@ class SAM(WrapsMethod):
         self.prepare(ctx)
         first = ctx.forward(ctx.batch)
         ctx.optimizer.zero_grad(set_to_none=True)
-        self.base.backward(first.losses, first.z, first.z_grad, ctx.params)
+        self.base.backward(first.losses, first.z, first.z_grad, ctx.params, first.present)
         trained = [p for p in [*ctx.params.shared, *ctx.params.common, *(q for h in ctx.params.heads for q in h)] if p.grad is not None]
         saved = [p.detach().clone() for p in trained]
         with torch.no_grad():
@@ -43,7 +43,7 @@ class SAM(WrapsMethod):
         with buffers_unchanged(ctx.model):
             second = ctx.forward(ctx.batch)
             ctx.optimizer.zero_grad(set_to_none=True)
-            self.base.backward(second.losses, second.z, second.z_grad, ctx.params)
+            self.base.backward(second.losses, second.z, second.z_grad, ctx.params, second.present)
         with torch.no_grad():
             for p, w in zip(trained, saved):
                 p.copy_(w)

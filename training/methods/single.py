@@ -34,5 +34,5 @@ class SingleTask(LossWeighting):
             raise RuntimeError("SingleTask.attach(model) must run first")
         return (self.index,)
 
-    def combine(self, losses: torch.Tensor) -> torch.Tensor:
+    def combine(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         return losses[self.trained_tasks[0]]

@@ -2,7 +2,8 @@
 implementation uses: sum_k (e^{-s_k} L_k + s_k) / 2 with learnable s_k = log sigma_k^2.
 s starts at -0.5 (MTAN, LibMTL) and is optimised with the model's optimiser, so the run's
 weight decay applies to it too (repeval's default weight decay is 0). At fixed L_k the
-optimum is s_k = log L_k."""
+optimum is s_k = log L_k. A task without targets in a batch drops out of that step's sum, its
+s_k term too: a loss of 0 is no observation of the task's noise, and would pull s_k down."""
 
 from __future__ import annotations
 
@@ -20,5 +21,6 @@ class UncertaintyWeighting(LearnsTaskScalars, LossWeighting):
     def log_var(self) -> torch.Tensor:
         return self.scalars
 
-    def combine(self, losses: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (torch.exp(-self.log_var) * losses + self.log_var).sum()
+    def combine(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        terms = 0.5 * (torch.exp(-self.log_var) * losses + self.log_var)
+        return torch.where(present, terms, 0).sum()
