@@ -23,7 +23,7 @@ from repeval.app.options import (
 )
 from repeval.datasets import DATASETS
 from repeval.errors import check_choice, check_number, check_seed
-from repeval.metrics import DELTA_VARIANTS, PUBLISHED_BASES
+from repeval.metrics import DELTA_VARIANTS, PUBLISHED_BASES, convention_note
 from repeval.probes.config import HEADS as UNIVERSALITY_HEADS
 from repeval.probes.config import EXTRACT_BATCH, MAP_MAX_POINTS, MAP_METHODS, ProbeConfig, UniversalityConfig
 from repeval.probes.registry import PROBES, parse_classifiers
@@ -57,6 +57,7 @@ def train(
     backbone: Optional[str] = typer.Option(None, help="Any timm model name; default per dataset."),
     pretrained_file: Optional[Path] = typer.Option(None, help="Local weights file for the backbone."),
     hidden: int = typer.Option(_T.hidden, help="Hidden width of each two-layer task head."),
+    head_relu: bool = typer.Option(False, "--head-relu", help="A ReLU on classification heads' logits, task and dummy (the authors' UTKFace heads; reproduce utkface uses it)."),
     aspp_width: Optional[int] = typer.Option(None, help="Channels of dense tasks' DeepLabv3 heads; default per dataset (256: the reference)."),
     aspp_rates: str = typer.Option(_T.aspp_rates, help="ASPP dilation rates, e.g. 12,24,36; auto: the reference's on maps of 32+ rows, scaled down on smaller ones."),
     method: str = typer.Option(_T.method, help=f"Multi-task method, {one_of(METHODS.names())}."),
@@ -117,6 +118,7 @@ def train(
         backbone=backbone,
         pretrained_file=None if pretrained_file is None else str(pretrained_file),
         hidden=hidden,
+        head_relu=head_relu,
         aspp_width=aspp_width,
         aspp_rates=aspp_rates,
         optimizer=optimizer,
@@ -342,6 +344,9 @@ def report(
 
     where, table = write_report(runs, out, variant=delta, baseline=baseline, selection=select)
     typer.echo(table)
+    sign = convention_note(delta, baseline)
+    if sign:
+        typer.echo(sign)
     typer.echo(f"report: {where}")
 
 

@@ -21,12 +21,15 @@ class HeadConfig:
     """How heads are shaped; stored in checkpoints (format 2) so probes rebuild them exactly.
 
     `hidden` is the two-layer head's width; `width` and `rates` are the ASPP's channels and
-    dilation rates (`rates=None`: `aspp_rates` of the feature map's size).
+    dilation rates (`rates=None`: `aspp_rates` of the feature map's size). `logit_relu` puts a
+    ReLU on the two-layer head's outputs, as the authors' UTKFace heads (task and dummy) do:
+    about half the logits are 0 at initialisation. Off by default (plain logits).
     """
 
     hidden: int = HEAD_HIDDEN
     width: int = ASPP_WIDTH
     rates: tuple[int, ...] | None = None
+    logit_relu: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -37,7 +40,8 @@ class HeadConfig:
     def from_dict(cls, d: dict) -> HeadConfig:
         rates = d.get("rates")
         return cls(hidden=int(d.get("hidden", HEAD_HIDDEN)), width=int(d.get("width", ASPP_WIDTH)),
-                   rates=None if rates is None else tuple(int(r) for r in rates))
+                   rates=None if rates is None else tuple(int(r) for r in rates),
+                   logit_relu=bool(d.get("logit_relu", False)))
 
 
 def aspp_rates(map_side: int) -> tuple[int, int, int]:
@@ -57,9 +61,11 @@ def aspp_rates(map_side: int) -> tuple[int, int, int]:
     return (k, 2 * k, 3 * k)
 
 
-def mlp_head(in_features: int, hidden: int, outputs: int) -> nn.Sequential:
-    """Two fully connected layers (the authors' UTKFace predictor)."""
-    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, outputs))
+def mlp_head(in_features: int, hidden: int, outputs: int, logit_relu: bool = False) -> nn.Sequential:
+    """Two fully connected layers (the authors' UTKFace predictor; with `logit_relu`, their
+    ReLU on the logits too)."""
+    layers = [nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, outputs)]
+    return nn.Sequential(*layers, *([nn.ReLU()] if logit_relu else []))
 
 
 def _conv_bn_relu(cin: int, cout: int, kernel: int, dilation: int = 1) -> list[nn.Module]:

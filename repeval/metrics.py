@@ -7,6 +7,9 @@ Public code averages it three ways; each is a named variant:
 - "per-task" (default; DGR paper, Auto-lambda): one metric per task, mean over tasks;
 - "all-metrics" (Nash-MTL, CAGrad): plain mean over every metric of every task;
 - "task-then-metrics" (LibMTL): mean over each task's metrics, then over tasks.
+repeval's Delta_MTL is positive when the multi-task model is better (the DGR and Auto-lambda
+papers' sign). The Nash-MTL and CAGrad papers print Delta_m = -Delta_MTL, lower is better: a
+value read from their tables compares with the negative of repeval's (`convention_note`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,26 @@ PUBLISHED_BASES: dict[str, dict] = {
     },
     "segnet-cityscapes7": {"seg": {"miou": 0.7401, "pixel_acc": 0.9316}, "depth": {"abs_err": 0.0125, "rel_err": 27.77}},
 }
+
+
+DELTA_HEADER = "Δ_MTL (%, + = better)"
+# Bases whose papers print Delta_m = -Delta_MTL (lower is better).
+NEGATED_IN_PAPERS = {"segnet-nyuv2": "Nash-MTL/CAGrad", "segnet-cityscapes7": "Nash-MTL/CAGrad"}
+
+
+def convention_note(variant: str, baseline: str | None) -> str | None:
+    """A sentence for a report whose Delta_MTL sits beside numbers printed with the other sign.
+
+    >>> convention_note("all-metrics", "segnet-nyuv2")[:60]
+    'Sign: the Nash-MTL/CAGrad papers print Δm = −Δ_MTL (lower is'
+    >>> convention_note("per-task", "autolambda-nyuv2") is None
+    True
+    """
+    papers = NEGATED_IN_PAPERS.get(baseline or "")
+    if papers is None:
+        return None
+    return (f"Sign: the {papers} papers print Δm = −Δ_MTL (lower is better); here + is better, so compare this "
+            f"table's Δ_MTL ({variant}) with the negative of their printed Δm.")
 
 
 def delta_mtl(

@@ -176,6 +176,26 @@ def test_dense_reports_sign_each_metric_by_its_direction(tmp_path):
         build_rows(find_runs([tmp_path]), baseline_name="autolambda-cityscapes")
 
 
+def test_delta_header_states_its_direction_and_segnet_bases_get_the_papers_sign_note(tmp_path, capsys):
+    """The Nash-MTL/CAGrad papers print -Delta_MTL: a report against their SegNet bases says so,
+    in table.md and on the command line; other bases do not get the note."""
+    from repeval.app.cli import main
+
+    dense_run(tmp_path / "runs", "ew", 0.46, 0.41, 24.0)
+    ew = find_runs([tmp_path / "runs"])
+    rows, _, _ = build_rows(ew, variant="all-metrics", baseline_name="segnet-nyuv2")
+    _, table = write_report([tmp_path / "runs"], tmp_path / "segnet", variant="all-metrics", baseline="segnet-nyuv2")
+    assert "Δ_MTL (%, + = better)" in table.splitlines()[0]
+    notes = (tmp_path / "segnet" / "table.md").read_text()
+    assert "Nash-MTL/CAGrad papers print Δm = −Δ_MTL" in notes
+    assert f"{100 * rows[0].delta:+.2f}" in table  # the column keeps repeval's sign
+    write_report([tmp_path / "runs"], tmp_path / "auto", baseline="autolambda-nyuv2")
+    assert "Δm" not in (tmp_path / "auto" / "table.md").read_text()
+    code = main(["report", str(tmp_path / "runs"), "--delta", "all-metrics", "--baseline", "segnet-nyuv2",
+                 "--out", str(tmp_path / "cli")])
+    assert code == 0 and "Nash-MTL/CAGrad papers print Δm = −Δ_MTL" in capsys.readouterr().out
+
+
 def test_best_on_test_takes_each_metric_by_its_direction_and_says_so(tmp_path):
     run = dense_run(tmp_path, "ew", 0.40, 0.30, 20.0)
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

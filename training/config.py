@@ -19,9 +19,12 @@ SCHEDULES = ("step", "cosine")
 PENALTIES = ("norm", "squared")
 ESTIMATORS = ("exact", "finite-diff")
 # Finite differences: "central" (default) [L(phi + eps u) - L(phi - eps u)] / 2 eps, error O(eps^2);
-# "forward", the authors' one-sided [L(phi + eps u) - L(phi)] / eps, error O(eps), one forward
-# pass of the dummy heads cheaper (it matters where heads are large: DeepLabv3 on dense tasks).
-FD_SCHEMES = ("central", "forward")
+# "forward", the authors' one-sided [L(phi + eps u) - L(phi)] / eps per task, error O(eps), one
+# forward pass of the dummy heads cheaper (it matters where heads are large: DeepLabv3 on dense
+# tasks); "authors", the DGR scene code's arithmetic exactly: one-sided, every task's dummy j
+# stepped together along set j's joint gradient, the squared norm's factor taken as the
+# difference quotient (see repeval.training.dgr).
+FD_SCHEMES = ("central", "forward", "authors")
 # Where DGR's gradient joins a multi-task method. "after" (default, the authors' code): added to
 # the encoder gradient after the method has combined the task gradients, so it is never
 # projected or reweighted. "before": task k's DGR gradient is part of task k's loss, so the
@@ -131,12 +134,18 @@ MAX_WORKERS = 256
 
 
 def check_options_apply(config: TrainConfig) -> None:
-    """Refuse options a run would ignore: ASPP settings without a dense task. Checked on the
-    config as given (`resolved()` fills the ASPP width in for every run)."""
-    if config.aspp_width is None and config.aspp_rates == "auto":
-        return
+    """Refuse options a run would ignore: ASPP settings without a dense task, a logit ReLU
+    without a classification task. Checked on the config as given (`resolved()` fills the ASPP
+    width in for every run)."""
     from repeval.kinds import kind_of
 
+    if config.head_relu:
+        tasks = datasets.task_specs(config.dataset, config.tasks)
+        if all(kind_of(t).dense for t in tasks):
+            raise InvalidChoiceError(f"--head-relu sets the classification heads' logits; dataset {config.dataset!r} "
+                                     f"has none ({', '.join(t.name for t in tasks)} are dense tasks): leave it out")
+    if config.aspp_width is None and config.aspp_rates == "auto":
+        return
     tasks = datasets.task_specs(config.dataset, config.tasks)
     if not any(kind_of(t).dense for t in tasks):
         given = "--aspp-width" if config.aspp_width is not None else "--aspp-rates"
@@ -165,6 +174,7 @@ class TrainConfig:
     backbone: str | None = None
     pretrained_file: str | None = None
     hidden: int = HEAD_HIDDEN
+    head_relu: bool = False  # a ReLU on classification heads' logits (the authors' UTKFace heads)
     aspp_width: int | None = None
     aspp_rates: str = "auto"
     method: str = "ew"
@@ -201,6 +211,7 @@ class TrainConfig:
         check_arch(self.arch, self.arch_args)
         check_choice(owner, "device", self.device, DEVICES)
         check_number(owner, "hidden", self.hidden, kind=int, low=1, high=MAX_HIDDEN)
+        check_bool(owner, "head_relu", self.head_relu)
         # Batch norm in training mode needs two samples in every batch.
         if self.batch_size is not None:
             check_number(owner, "batch_size", self.batch_size, kind=int, low=2, high=MAX_BATCH)
@@ -266,7 +277,8 @@ class TrainConfig:
         """The heads' shapes (`repeval.heads.HeadConfig`) of a resolved config."""
         from repeval.heads import HeadConfig
 
-        return HeadConfig(hidden=self.hidden, width=self.aspp_width or ASPP_WIDTH, rates=parse_rates(self.aspp_rates))
+        return HeadConfig(hidden=self.hidden, width=self.aspp_width or ASPP_WIDTH, rates=parse_rates(self.aspp_rates),
+                          logit_relu=self.head_relu)
 
     def dataset_kwargs(self) -> dict:
         kwargs = dict(self.dataset_args)

@@ -23,6 +23,15 @@ updated once per step). Task heads never see the penalty. Two estimators of dP/d
   authors' one-sided difference [dL(theta + eps u)/dz - dL(theta)/dz] / eps instead (one forward
   of the dummy heads less, O(eps) error). The authors re-run the whole model for the perturbed
   loss; repeval re-uses z.
+- `fd_scheme="authors"`: the arithmetic of the DGR scene code (`compute_hessian`), which differs
+  from "forward" as soon as there are several tasks. Dummy set j is the j-th dummy head of every
+  penalised task, with joint loss L_j = sum_k L_k(psi_kj(z)) and joint gradient g_j = (g_kj)_k.
+  All its heads move together by eps along g_j / ||g_j|| (not each along its own gradient), and
+  the squared penalty's factor 2||g_j|| is taken as 2 (L_j(theta + eps u) - L_j(theta)) / eps:
+      dP/dz ~= (1/d) sum_j w_j [dL_j(theta_j + eps u_j)/dz - dL_j(theta_j)/dz] / eps,
+  w_j = 2 (L_j+ - L_j) / eps (squared) or 1 (norm). Task k's share is its own terms of L_j, so
+  "before" order still gets one gradient per task. Holds every task's perturbed graph at once.
+  The reported penalties are the per-task P_k above, whatever the estimator.
 """
 
 from __future__ import annotations
@@ -103,9 +112,12 @@ class DummyGradientRegularizer:
             z32 = z.detach().to(torch.promote_types(z.dtype, torch.float32))
             grads = z32.new_zeros((len(self.dummy_heads), *z32.shape))
             penalties = z32.new_zeros(len(self.dummy_heads))
-            for k in self.tasks:
-                read = z32[k] if self.per_task_z else z32
-                grad, penalties[k] = estimate(read.detach().requires_grad_(True), self.dummy_heads[k], targets[k])
+            reads = {k: (z32[k] if self.per_task_z else z32).detach().requires_grad_(True) for k in self.tasks}
+            if self.config.estimator == "finite-diff" and self.config.fd_scheme == "authors":
+                estimates = self._authors_scheme(reads, targets)
+            else:
+                estimates = {k: estimate(reads[k], self.dummy_heads[k], targets[k]) for k in self.tasks}
+            for k, (grad, penalties[k]) in estimates.items():
                 if self.per_task_z:
                     grads[k, k] = grad
                 else:
@@ -172,3 +184,30 @@ class DummyGradientRegularizer:
             (minus,) = torch.autograd.grad((weights * dummy_losses(heads, zd, y, moved(-1.0))).sum(), zd)
             grad = (grad - minus) / (2 * eps)
         return grad, (sq if squared else _norm(sq)).mean().detach()
+
+    def _authors_scheme(self, reads: dict[int, torch.Tensor], targets: list[torch.Tensor]) -> dict:
+        """The DGR scene code's estimate (module docstring), split into each task's share."""
+        eps, squared = self.config.eps, self.config.penalty == "squared"
+        parts = {}
+        for k, zd in reads.items():
+            heads = self.dummy_heads[k]
+            params = tuple(p.detach().requires_grad_(True) for p in heads.params())
+            base = dummy_losses(heads, zd, targets[k], params)  # [d], through z too
+            grads = torch.autograd.grad(base.sum(), params, retain_graph=True)
+            average_(list(grads))
+            parts[k] = (params, grads, base, _per_dummy_sq_norms(grads))
+        joint = (sum(sq for *_, sq in parts.values()) + _TINY).sqrt()  # ||g_j|| over the set's heads, [d]
+        step = eps / joint
+        rises = {}
+        for k, (params, grads, base, _) in parts.items():
+            moved = tuple(torch.addcmul(p.detach(), g, step.view(-1, *[1] * (g.dim() - 1))) for p, g in zip(params, grads))
+            rises[k] = (dummy_losses(self.dummy_heads[k], reads[k], targets[k], moved) - base) / eps  # [d]
+        quotient = sum(r.detach() for r in rises.values())  # (L_j+ - L_j) / eps ~ ||g_j||
+        average_([quotient])
+        count = self.dummy_heads[next(iter(parts))].count
+        weights = (2 * quotient if squared else torch.ones_like(quotient)) / count
+        out = {}
+        for k, (_, _, _, sq) in parts.items():
+            (grad,) = torch.autograd.grad((weights * rises[k]).sum(), reads[k])
+            out[k] = (grad, (sq if squared else _norm(sq)).mean().detach())
+        return out

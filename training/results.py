@@ -24,7 +24,7 @@ import numpy as np
 
 from repeval import __version__
 from repeval.errors import DataNotFoundError, InvalidChoiceError, check_choice
-from repeval.metrics import DELTA_VARIANTS, PUBLISHED_BASES
+from repeval.metrics import DELTA_HEADER, DELTA_VARIANTS, PUBLISHED_BASES, convention_note
 from repeval.stats import SeedSummary, seed_summary
 from repeval.storage import atomic_json, atomic_write
 from repeval.training import run as run_files
@@ -236,7 +236,7 @@ def _cell(row: Row, column: str) -> str | None:
 def render_markdown(rows: list[Row], tasks: list[str], with_delta: bool) -> str:
     marks = ranks(rows, tasks)
     columns = [*tasks, *(["delta"] if with_delta else [])]
-    header = ["method", *[column_header(t) for t in tasks], *(["Δ_MTL (%)"] if with_delta else []), "seeds"]
+    header = ["method", *[column_header(t) for t in tasks], *([DELTA_HEADER] if with_delta else []), "seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, row in enumerate(rows):
         cells = []
@@ -251,7 +251,7 @@ def render_markdown(rows: list[Row], tasks: list[str], with_delta: bool) -> str:
 def render_latex(rows: list[Row], tasks: list[str], with_delta: bool) -> str:
     marks = ranks(rows, tasks)
     columns = [*tasks, *(["delta"] if with_delta else [])]
-    head = ["Method", *[_tex(t) for t in tasks], *([r"$\Delta_{MTL}$ (\%)"] if with_delta else [])]
+    head = ["Method", *[_tex(t) for t in tasks], *([r"$\Delta_{MTL}$ (\%) $\uparrow$"] if with_delta else [])]
     out = [r"\begin{tabular}{l" + "c" * len(columns) + "}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
     for i, row in enumerate(rows):
         cells = []
@@ -315,7 +315,7 @@ def plot_delta_bars(rows: list[Row], out_stem: str | Path) -> dict[str, dict[str
                width, label=label, color=colors[variant])
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_xticks(x, names, rotation=30, ha="right")
-    ax.set_ylabel("Δ_MTL (%)")
+    ax.set_ylabel(DELTA_HEADER)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     save_figure(fig, out_stem)
@@ -338,6 +338,8 @@ def write_report(paths: list[str | Path], out_dir: str | Path, variant: str = "p
     markdown = render_markdown(rows, tasks, with_delta)
     if baseline_name is not None:
         note = f"\nΔ_MTL ({variant}) against the published single-task numbers {baseline_name!r}: {baseline['means']}\n"
+        sign = convention_note(variant, baseline_name)
+        note += f"\n{sign}\n" if sign else ""
     elif with_delta:
         note = f"\nΔ_MTL ({variant}) against single-task runs: {', '.join(baseline['runs'])}\n"
     else:

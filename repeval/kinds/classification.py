@@ -32,7 +32,7 @@ class Classification(TaskKind):
     per_image_labels = True
 
     def build_head(self, in_channels: int, config: HeadConfig, map_side: int | None = None) -> nn.Module:
-        head = mlp_head(in_channels, config.hidden, self.outputs)
+        head = mlp_head(in_channels, config.hidden, self.outputs, config.logit_relu)
         # On a feature map (a dense encoder shared with dense tasks) the head reads its global average.
         return head if map_side is None else nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
 
