@@ -23,7 +23,7 @@ from repeval.app.options import (
 )
 from repeval.datasets import DATASETS
 from repeval.errors import check_choice, check_number, check_seed
-from repeval.metrics import DELTA_VARIANTS, PUBLISHED_BASES, convention_note
+from repeval.metrics import DELTA_VARIANTS, PUBLISHED_BASES
 from repeval.probes.config import HEADS as UNIVERSALITY_HEADS
 from repeval.probes.config import EXTRACT_BATCH, MAP_MAX_POINTS, MAP_METHODS, ProbeConfig, UniversalityConfig
 from repeval.probes.registry import PROBES, parse_classifiers
@@ -88,6 +88,8 @@ def train(
     num_workers: str = typer.Option("auto", help="DataLoader worker processes; auto: min(8, cores) on CUDA, 0 on CPU (the cores compute)."),
     data_on_device: bool = typer.Option(False, "--data-on-device", help="Hold the dataset on the device and augment there (datasets that fit: NYUv2, Cityscapes, the embedded ones)."),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun: batch-norm statistics over all processes (SyncBatchNorm)."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Losses, DGR's penalties and pull, the method's weights and test metrics to RUN/tb/ (needs the tensorboard extra)."),
+    log_every: int = typer.Option(_T.log_every, help="Watch every N-th step (and the first): diagnostics, TensorBoard, the NaN check."),
     out: Path = typer.Option(Path(_T.out_dir), help="Folder that receives the run folder."),
     resume: Optional[Path] = typer.Option(None, help="Continue this run folder from its last finished epoch."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Default: on a terminal only."),
@@ -130,6 +132,7 @@ def train(
         lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size, lr_step=lr_step,
         lr_gamma=lr_gamma, seed=seed, device=device, precision=precision, channels_last=channels_last,
         num_workers=parse_workers(num_workers), data_on_device=data_on_device, sync_bn=sync_bn, out_dir=str(out),
+        tensorboard=tensorboard, log_every=log_every,
         progress=progress_default() if progress is None else progress,
     )
     from repeval.training.loop import train as run_training
@@ -343,10 +346,7 @@ def report(
     from repeval.training.results import write_report
 
     where, table = write_report(runs, out, variant=delta, baseline=baseline, selection=select)
-    typer.echo(table)
-    sign = convention_note(delta, baseline)
-    if sign:
-        typer.echo(sign)
+    typer.echo(table)  # with its notes: the Δ sign convention, DGR's pull
     typer.echo(f"report: {where}")
 
 

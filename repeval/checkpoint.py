@@ -42,7 +42,8 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 # `train_config` fields that change neither the trained model nor its metrics (where and how a
 # run was executed): two runs whose configs differ only here are the same experiment.
-EXECUTION_FIELDS = ("out_dir", "progress", "num_workers", "log_every", "device", "channels_last", "data_on_device")
+EXECUTION_FIELDS = ("out_dir", "progress", "num_workers", "log_every", "device", "channels_last", "data_on_device",
+                    "tensorboard")
 
 
 def make_checkpoint(

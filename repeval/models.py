@@ -177,7 +177,15 @@ class MultiTaskModel(nn.Module):
     def predict(self, z: torch.Tensor) -> list[torch.Tensor]:
         """Raw outputs of every task head, in task order (dense ones at the feature map's size;
         `kinds[k].predict(output, size)` gives the prediction at the input's)."""
-        return [self.heads[t.name](self.task_input(z, k)) for k, t in enumerate(self.tasks)]
+        return self.heads_on(self.head_inputs(z))
+
+    def head_inputs(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """What each task head reads of z, in task order."""
+        return [self.task_input(z, k) for k in range(len(self.tasks))]
+
+    def heads_on(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Raw outputs of every task head on its input (`head_inputs`, possibly watched)."""
+        return [self.heads[t.name](x) for t, x in zip(self.tasks, inputs)]
 
     def task_losses(self, outputs: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
         """Each task kind's loss of its head's output: `[K]`, float32."""

@@ -196,6 +196,7 @@ class TrainConfig:
     data_on_device: bool = False  # hold the splits on the device (`repeval.datasets.device`)
     sync_bn: bool = False
     log_every: int = 20
+    tensorboard: bool = False  # scalars to RUN/tb/ (`repeval.training.scalars`)
     out_dir: str = "runs"
     progress: bool = True
 
@@ -232,6 +233,11 @@ class TrainConfig:
         if self.num_workers is not None:
             check_number(owner, "num_workers", self.num_workers, kind=int, low=0, high=MAX_WORKERS)
         check_number(owner, "log_every", self.log_every, kind=int, low=1)
+        check_bool(owner, "tensorboard", self.tensorboard)
+        if self.tensorboard:
+            from repeval.training.scalars import check_tensorboard
+
+            check_tensorboard()
         check_seed(owner, "seed", self.seed)
         if self.lr is not None:
             check_number(owner, "lr", self.lr, low=0.0, low_open=True)

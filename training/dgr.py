@@ -106,6 +106,12 @@ class DummyGradientRegularizer:
         self.per_task_z = per_task_z  # z stacked per task (MTAN): task k's dummies read z[k]
 
     def __call__(self, z: torch.Tensor, targets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        grads, penalties = self.task_gradients(z, targets)
+        return (grads if self.config.order == "before" else grads.sum(dim=0)), penalties
+
+    def task_gradients(self, z: torch.Tensor, targets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """lambda * dP_k/dz for every task, `[K, *z.shape]` in z's dtype (0 for tasks not
+        penalised; with per-task z, task k's sits in slot k), and the detached penalties."""
         estimate = self._exact if self.config.estimator == "exact" else self._finite_difference
         with torch.autocast(z.device.type, enabled=False):
             # bf16 activations from autocast are lifted to float32; float64 stays float64.
@@ -122,18 +128,18 @@ class DummyGradientRegularizer:
                     grads[k, k] = grad
                 else:
                     grads[k] = grad
-        grad = grads if self.config.order == "before" else grads.sum(dim=0)
-        return (self.config.strength * grad).to(z.dtype), penalties
+        return (self.config.strength * grads).to(z.dtype), penalties
 
     def join(self, losses: torch.Tensor, z: torch.Tensor, targets: list[torch.Tensor]):
-        """DGR's order, decided here and nowhere else. Returns `(losses, z_grad, penalties)`:
-        "after" leaves the task losses alone and returns the summed gradient at z, which the step
-        adds once the method has combined the task gradients; "before" adds to each task loss a
-        zero-valued term carrying that task's gradient (`with_gradient`), and returns no z_grad."""
-        z_grad, penalties = self(z, targets)
+        """DGR's order, decided here and nowhere else. Returns `(losses, z_grad, penalties,
+        task_grads)`: "after" leaves the task losses alone and returns the summed gradient at z,
+        which the step adds once the method has combined the task gradients; "before" adds to
+        each task loss a zero-valued term carrying that task's gradient (`with_gradient`), and
+        returns no z_grad. `task_grads` is `task_gradients`' [K, *z] (diagnostics read it)."""
+        task_grads, penalties = self.task_gradients(z, targets)
         if self.config.order == "before":
-            return losses + with_gradient(z, z_grad), None, penalties
-        return losses, z_grad, penalties
+            return losses + with_gradient(z, task_grads), None, penalties, task_grads
+        return losses, task_grads.sum(dim=0), penalties, task_grads
 
     def _exact(self, zd, heads, y):
         if world_size() > 1:

@@ -1,15 +1,17 @@
 """What an epoch of training adds up, step by step without a host sync: each task's loss over
 the batches where it had targets, DGR's penalties over the same batches, the batches where it
-had none, and the first step whose loss was not finite."""
+had none, the first step whose loss was not finite, and the means of the watched steps'
+diagnostics (DGR's pull, the method's weights: `repeval.training.diagnostics`)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from repeval.distributed import sum_, world_size
+from repeval.training.diagnostics import named
 
 
 @dataclass
@@ -23,14 +25,27 @@ class EpochStats:
     empty_batches: list[int]
     steps: int
     seen: int
+    watched: dict[str, float] = field(default_factory=dict)  # diagnostics' means over the watched steps
 
     def record(self, names: list[str]) -> dict:
-        """This epoch's fields of `metrics.jsonl` (a NaN mean is written as null)."""
+        """This epoch's fields of `metrics.jsonl` (a NaN mean is written as null). Diagnostics:
+        `dgr_pull` {task: mean, "total": mean} and `method` {name: {task: mean} or mean}."""
         out = {"train_loss": dict(zip(names, _finite_or_none(self.losses)))}
         if self.penalties is not None:
             out["dgr_penalty"] = dict(zip(names, _finite_or_none(self.penalties)))
         if any(self.empty_batches):  # the train losses above leave these batches out
             out["batches_without_targets"] = dict(zip(names, self.empty_batches))
+        for key, value in named(self.watched, names).items():
+            group, _, rest = key.partition("/")
+            if group == "dgr_pull":
+                out.setdefault("dgr_pull", {})[rest] = value if math.isfinite(value) else None
+            elif group == "method":
+                name, _, task = rest.partition("/")
+                method = out.setdefault("method", {})
+                if task:
+                    method.setdefault(name, {})[task] = value
+                else:
+                    method[name] = value
         return out
 
 
@@ -45,6 +60,17 @@ class EpochAccumulator:
         self.sums = torch.zeros(4, num_tasks, device=device, dtype=torch.float64)
         self.first_bad_step = torch.tensor(-1, device=device)
         self.steps = self.seen = 0
+        self.watched: dict[str, torch.Tensor] = {}  # name -> [sum, count] of its finite values
+
+    def add_watched(self, values: dict[str, torch.Tensor]) -> None:
+        """A watched step's diagnostics (0-d tensors, any device; no sync). NaN values (a pull
+        without a task gradient) are left out of the means."""
+        for key, value in values.items():
+            if key.startswith(("dgr_pull/", "method/")):
+                value = value.detach().to(self.sums.device, torch.float64)
+                finite = torch.isfinite(value)
+                entry = torch.stack([torch.where(finite, value, 0), finite.to(torch.float64)])
+                self.watched[key] = self.watched[key] + entry if key in self.watched else entry
 
     def add(self, losses: torch.Tensor, penalties: torch.Tensor | None, present: torch.Tensor, images: int) -> None:
         counted = present.to(torch.float64) * images
@@ -69,4 +95,7 @@ class EpochAccumulator:
         table, seen = sums[:-1].view(4, k), int(sums[-1].item()) if world_size() > 1 else self.seen
         counted = table[2]
         penalties = (table[1] / counted).float() if self.with_penalties else None
-        return EpochStats((table[0] / counted).float(), penalties, [int(v) for v in table[3].tolist()], self.steps, seen)
+        # Rank 0's watched steps stand for the epoch (each rank watches the same steps).
+        watched = {k: float(s / n) if n > 0 else math.nan for k, (s, n) in self.watched.items()}
+        return EpochStats((table[0] / counted).float(), penalties, [int(v) for v in table[3].tolist()], self.steps, seen,
+                          watched)

@@ -29,7 +29,9 @@ from repeval.storage import check_output_dir, folder_lock
 from repeval.training import run as run_files
 from repeval.training.config import TrainConfig, check_options_apply
 from repeval.training.dgr import DummyGradientRegularizer
+from repeval.training.diagnostics import StepWatch, method_values, named
 from repeval.training.epoch_stats import EpochAccumulator, EpochStats
+from repeval.training.scalars import ScalarLog, Throughput, open_scalar_log
 from repeval.training.methods import Method, ParamGroups, create_method
 from repeval.training.resume import restore
 from repeval.training.step import Batch, Execution, autocast, param_groups, resolve_device, to_device, training_step
@@ -245,15 +247,18 @@ def _resume(run_dir: Path, extend_to: int | None) -> Path:
 def _train_epochs(training: Training, run_dir: Path, start_epoch: int) -> Path:
     config, model, method = training.config, training.model, training.method
     epoch = start_epoch
+    steps_per_epoch = len(train_loader(training, 0, config.seed))
+    scalars = open_scalar_log(config.tensorboard and is_main_process(), run_dir, start_epoch * steps_per_epoch)
     try:
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
-            stats = train_one_epoch(training, epoch, run_dir)
+            stats = train_one_epoch(training, epoch, run_dir, scalars)
             training.scheduler.step()
             method.on_epoch_end(epoch, stats.losses)
             test = evaluate(model, _test_loader(training), training.bundle, training.device,
                             training.execution.precision, training.execution.channels_last)
             metrics = epoch_metrics(training, epoch, stats, test, started)
+            scalars.add((epoch + 1) * steps_per_epoch, epoch_scalars(metrics))
             states = rng_states()  # every rank's, gathered for rank 0 to save
             if is_main_process():
                 save_epoch(training, run_dir, epoch, stats.steps, metrics, states)
@@ -266,11 +271,16 @@ def _train_epochs(training: Training, run_dir: Path, start_epoch: int) -> Path:
             f"interrupted in epoch {epoch + 1}/{config.epochs}; {run_dir} keeps every epoch it saved. "
             f"Continue with: repeval train --resume {run_dir}"
         ) from None
+    finally:
+        scalars.close()
     return run_dir
 
 
-def train_one_epoch(training: Training, epoch: int, run_dir: Path) -> EpochStats:
-    """One pass over the training set: what `EpochStats` holds."""
+def train_one_epoch(training: Training, epoch: int, run_dir: Path, scalars: ScalarLog | None = None) -> EpochStats:
+    """One pass over the training set: what `EpochStats` holds. The first step and every
+    `log_every`-th are watched (`repeval.training.diagnostics`): their diagnostics' means go to
+    the epoch's record, and each to `scalars` (TensorBoard)."""
+    scalars = scalars or ScalarLog()
     config, bundle, execution = training.config, training.bundle, training.execution
     device, normalize = execution.device, training.normalize
     loader = train_loader(training, epoch, config.seed)
@@ -280,12 +290,22 @@ def train_one_epoch(training: Training, epoch: int, run_dir: Path) -> EpochStats
     stats = EpochAccumulator(len(bundle.tasks), device, training.regularizer is not None)
     bar = tqdm(total=len(bundle.train), unit="img", desc=f"epoch {epoch + 1}/{config.epochs}",
                disable=not (config.progress and is_main_process()), leave=False)
-    for images, labels in loader:
+    rate = Throughput()
+    for step, (images, labels) in enumerate(loader):
         batch = to_device(images, labels, normalize, device, execution.channels_last)
         meta_batch = to_device(*next(meta_batches), normalize, device, execution.channels_last) if meta_batches else None
+        watch = StepWatch(len(bundle.tasks)) if step == 0 or (step + 1) % config.log_every == 0 else None
         losses, penalties = training_step(training.model, batch, training.method, training.regularizer,
-                                          training.optimizer, training.params, meta_batch, execution.precision)
+                                          training.optimizer, training.params, meta_batch, execution.precision, watch)
         stats.add(losses, penalties, training.model.task_present(batch.ys), len(images))
+        rate.count(len(images))
+        if watch is not None:
+            values = {**watch.values, **method_values(training.method.diagnostics())}
+            stats.add_watched(values)
+            if scalars.enabled:  # a host sync, at watched steps only
+                scalars.add(epoch * len(loader) + step + 1, {
+                    **named({k: float(v) for k, v in values.items()}, training.task_names),
+                    "lr": training.optimizer.param_groups[0]["lr"], "images_per_second": rate.take()})
         bar.update(len(images))
         if stats.steps % config.log_every == 0:  # the only host syncs of the epoch
             _raise_if_nonfinite(stats.first_bad_step, epoch, run_dir)
@@ -293,6 +313,13 @@ def train_one_epoch(training: Training, epoch: int, run_dir: Path) -> EpochStats
     bar.close()
     _raise_if_nonfinite(stats.first_bad_step, epoch, run_dir)
     return stats.totals()
+
+
+def epoch_scalars(metrics: dict) -> dict[str, float]:
+    """An epoch's `metrics.jsonl` line as TensorBoard scalars: test metrics and train losses."""
+    out = {f"test/{task}/{name}": value for task, values in metrics["test"].items() for name, value in values.items()}
+    out.update({f"train_loss_epoch/{task}": v for task, v in metrics["train_loss"].items() if v is not None})
+    return out
 
 
 def epoch_metrics(training: Training, epoch: int, stats: EpochStats, test: dict[str, dict[str, float]],

@@ -131,7 +131,7 @@ def row_key(config: TrainConfig, varying: tuple[str, ...] = ()) -> tuple[str, st
 
 # Fields that never tell rows apart: what the row key already names, and where a run executed.
 _NOT_SETTINGS = ("method", "method_args", "dgr", "seed", "out_dir", "progress", "num_workers", "log_every", "device",
-                 "channels_last", "data_on_device")
+                 "channels_last", "data_on_device", "tensorboard")
 
 
 def settings(config: TrainConfig) -> dict:
@@ -328,6 +328,7 @@ def write_report(paths: list[str | Path], out_dir: str | Path, variant: str = "p
     and the Markdown table. `baseline` names published single-task numbers for Delta_MTL;
     `selection` is "final" or "best-on-test" (`find_runs`)."""
     from repeval.training.paired import paired_comparisons, render_paired  # it builds on this module's rows
+    from repeval.training.pull_report import plot_dgr_pull, pull_histories, pull_sentence
 
     runs = find_runs(paths, selection)
     baseline_name = baseline
@@ -347,6 +348,11 @@ def write_report(paths: list[str | Path], out_dir: str | Path, variant: str = "p
     note += ("\nEvery column is the final epoch's test metric (no selection on the test set).\n" if selection == "final" else
              "\nTEST-SET SELECTION: every column is the best value of its metric over all epochs, chosen on the test "
              "set itself (as Auto-λ's printed \"Best\"); it overstates what a model selected without test data achieves.\n")
+    histories = pull_histories(rows)
+    if histories:
+        plot_dgr_pull(histories, out / "dgr_pull")
+        sentence = pull_sentence(histories)
+        note += f"\nDGR's pull (dgr_pull.png): {sentence or 'below 1 for most of training in every DGR row.'}\n"
     comparisons = paired_comparisons(rows, tasks)
     if comparisons:
         note += ("\nPaired comparisons on shared training seeds (B − A; 'better'/'worse' only when the 95 % "

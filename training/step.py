@@ -15,6 +15,7 @@ from repeval.datasets import InputNormalizer
 from repeval.errors import InvalidChoiceError
 from repeval.models import MultiTaskModel
 from repeval.training.dgr import DummyGradientRegularizer
+from repeval.training.diagnostics import StepWatch
 from repeval.training.methods import Method, ParamGroups
 from repeval.training.methods.base import Pass, StepContext
 
@@ -103,17 +104,19 @@ def param_groups(model: MultiTaskModel) -> ParamGroups:
 
 
 def forward_pass(model: MultiTaskModel, regularizer: DummyGradientRegularizer | None, batch: Batch,
-                 precision: str | None = None) -> Pass:
+                 precision: str | None = None, watch: StepWatch | None = None) -> Pass:
     """The training forward: task losses, z, and DGR's part (the regulariser decides where its
-    gradient joins: `DummyGradientRegularizer.join`)."""
+    gradient joins: `DummyGradientRegularizer.join`). `watch` taps the heads' inputs
+    (`repeval.training.diagnostics`)."""
     with autocast(batch.x.device, precision):
         z = model.encode(batch.x)
-        outputs = model.predict(z)
+        inputs = model.head_inputs(z)
+        outputs = model.heads_on(inputs if watch is None else watch.tap(inputs))
     losses, present = model.task_losses(outputs, batch.ys), model.task_present(batch.ys)
     if regularizer is None:
         return Pass(losses, z, None, None, present)
-    losses, z_grad, penalties = regularizer.join(losses, z, batch.ys)
-    return Pass(losses, z, z_grad, penalties, present)
+    losses, z_grad, penalties, task_grads = regularizer.join(losses, z, batch.ys)
+    return Pass(losses, z, z_grad, penalties, present, task_grads if watch is not None else None)
 
 
 def functional_task_losses(model: MultiTaskModel, batch: Batch, params: dict[str, torch.Tensor],
@@ -133,14 +136,18 @@ def training_step(
     params: ParamGroups | None = None,
     meta_batch: Batch | None = None,
     precision: str | None = None,
+    watch: StepWatch | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One optimisation step. Returns the detached task losses and DGR penalties (no sync).
     `params` (from `param_groups(model)`) can be built once per run and passed in; `precision`
-    ("fp32", "bf16"; None: the device's default) is the forward passes' autocast."""
+    ("fp32", "bf16"; None: the device's default) is the forward passes' autocast; `watch`
+    (`repeval.training.diagnostics.StepWatch`) collects the step's diagnostics."""
     ctx = StepContext(
-        model=model, batch=batch, forward=partial(forward_pass, model, regularizer, precision=precision),
+        model=model, batch=batch, forward=partial(forward_pass, model, regularizer, precision=precision, watch=watch),
         task_losses=partial(functional_task_losses, model, precision=precision), optimizer=optimizer,
         params=params or param_groups(model), meta_batch=meta_batch,
     )
     out = method.step(ctx)
+    if watch is not None:
+        watch.finish(out.losses, out.penalties, out.dgr_grads, model.per_task)
     return out.losses.detach(), out.penalties

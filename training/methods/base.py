@@ -50,6 +50,7 @@ class Pass:
     z_grad: torch.Tensor | None
     penalties: torch.Tensor | None
     present: torch.Tensor | None = None
+    dgr_grads: torch.Tensor | None = None  # lambda dP_k/dz [K, *z], kept for a watched step only
 
 
 def presence(losses: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
@@ -145,6 +146,11 @@ class Method:
         `Pass.present`."""
         raise NotImplementedError
 
+    def diagnostics(self) -> dict[str, torch.Tensor]:
+        """What the method decided at its last step, for logs: a [K] tensor per name (its task
+        weights: `weights`) or a 0-d one (PCGrad's `projections`). No host sync."""
+        return {}
+
     def on_epoch_end(self, epoch: int, mean_losses: torch.Tensor) -> None:
         """Called with the unweighted epoch-mean training loss of each task, over the batches
         where the task had targets (NaN for a task that had none all epoch)."""
@@ -237,6 +243,9 @@ class WrapsMethod(Method):
 
     def prepare(self, ctx: StepContext) -> None:
         self.base.prepare(ctx)
+
+    def diagnostics(self) -> dict[str, torch.Tensor]:
+        return self.base.diagnostics()
 
     def on_epoch_end(self, epoch: int, mean_losses: torch.Tensor) -> None:
         self.base.on_epoch_end(epoch, mean_losses)

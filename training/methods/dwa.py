@@ -29,6 +29,9 @@ class DWA(LossWeighting):
     def combine(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         return (self.weights.to(losses.device) * losses).sum()
 
+    def diagnostics(self) -> dict[str, torch.Tensor]:
+        return {"weights": self.weights}
+
     def on_epoch_end(self, epoch: int, mean_losses: torch.Tensor) -> None:
         self.history = [*self.history[-1:], mean_losses.detach().cpu().double()]
         if len(self.history) == 2:  # weights for the epoch after next use the last two epochs

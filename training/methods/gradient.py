@@ -114,12 +114,19 @@ class GradientMethod(Method):
         gram = gram.cpu()  # K x K: the solvers are small host-side loops
         active = gram.diagonal() > 0
         if bool(active.all()):
-            return self.weights_among(gram, torch.arange(len(gram)))
-        weights = torch.zeros(len(gram), dtype=gram.dtype)
-        tasks = active.nonzero().flatten()
-        if len(tasks):
-            weights[tasks] = self.weights_among(gram[tasks][:, tasks], tasks)
+            weights = self.weights_among(gram, torch.arange(len(gram)))
+        else:
+            weights = torch.zeros(len(gram), dtype=gram.dtype)
+            tasks = active.nonzero().flatten()
+            if len(tasks):
+                weights[tasks] = self.weights_among(gram[tasks][:, tasks], tasks)
+        self.last_weights = weights
         return weights
+
+    def diagnostics(self) -> dict[str, torch.Tensor]:
+        """The last step's combination weights (sum scale), as the solve returned them."""
+        weights = getattr(self, "last_weights", None)
+        return {} if weights is None else {"weights": weights}
 
     def head_weights(self) -> torch.Tensor | None:
         """Factors for each task head's gradient after the step's solve (None: heads keep their

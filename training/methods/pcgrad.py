@@ -15,15 +15,22 @@ from repeval.training.methods.gradient import GradientMethod, combine_rows, gram
 def pcgrad_weights(gram: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """PCGrad in Gram space: projected row i is sum_j C[i, j] g_j, so its dot with g_j is
     (C M)[i, j]; the update sum_i g_i^PC has weights C.sum(0)."""
+    return pcgrad_solve(gram, generator)[0]
+
+
+def pcgrad_solve(gram: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, int]:
+    """`pcgrad_weights` and the number of projections made."""
     k = len(gram)
     coef = torch.eye(k, dtype=gram.dtype)
+    projections = 0
     for i in range(k):
         others = [j for j in torch.randperm(k, generator=generator).tolist() if j != i]
         for j in others:
             dot = coef[i] @ gram[:, j]
             if dot < 0 and gram[j, j] > 0:
                 coef[i, j] -= dot / gram[j, j]
-    return coef.sum(dim=0)
+                projections += 1
+    return coef.sum(dim=0), projections
 
 
 def pcgrad(grads: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -37,7 +44,14 @@ class PCGrad(GradientMethod):
         self.generator = torch.Generator().manual_seed(seed)
 
     def weights(self, gram: torch.Tensor) -> torch.Tensor:
-        return pcgrad_weights(gram, self.generator)
+        weights, self.projections = pcgrad_solve(gram, self.generator)
+        return weights
+
+    def diagnostics(self) -> dict[str, torch.Tensor]:
+        out = super().diagnostics()
+        if hasattr(self, "projections"):
+            out["projections"] = torch.tensor(float(self.projections))
+        return out
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
