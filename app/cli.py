@@ -13,6 +13,7 @@ import typer
 # Each command imports what it runs (torch, timm, scikit-learn, matplotlib) inside its body.
 from repeval import __version__
 from repeval.app.console import progress_default
+from repeval.app.catalog import help_epilog, list_entries
 from repeval.app.data_commands import check_data
 from repeval.app.entry import console, main  # noqa: F401 - the entry points; scripts and tests import them from here
 from repeval.archs import list_archs
@@ -45,14 +46,14 @@ app = typer.Typer(
 _T, _D, _P, _U = TrainConfig, DGRConfig, ProbeConfig, UniversalityConfig
 
 
-@app.command()
+@app.command(epilog=help_epilog("methods", "datasets", "archs"))
 def train(
     dataset: str = typer.Argument("multidigits", help=f"Dataset, {one_of(DATASETS.names())}."),
     data_dir: Optional[Path] = typer.Option(None, help="Dataset folder (utkface: the unpacked UTKFace/ folder; nyuv2, cityscapes: the preprocessed {train,val}/ layout)."),
     data_option: list[str] = typer.Option([], help="Dataset argument KEY=VALUE, repeatable (e.g. n_train=2000)."),
     split_seed: int = typer.Option(0, help="Seed of the train/test split (kept apart from --seed)."),
     tasks: Optional[str] = typer.Option(None, help="Comma list: train on these of the dataset's tasks only (default: all)."),
-    arch: str = typer.Option(_T.arch, help=f"Multi-task architecture, {one_of(list_archs())} (see README, Architectures)."),
+    arch: str = typer.Option(_T.arch, help=f"Multi-task architecture, {one_of(list_archs())} (docs/dense.md, Architectures)."),
     arch_option: list[str] = typer.Option([], help="Architecture option KEY=VALUE, repeatable (mtan: shared=blocks|backbone)."),
     backbone: Optional[str] = typer.Option(None, help="Any timm model name; default per dataset."),
     pretrained_file: Optional[Path] = typer.Option(None, help="Local weights file for the backbone."),
@@ -65,7 +66,7 @@ def train(
     task: Optional[str] = typer.Option(None, help="The task a --method single run trains."),
     rep_grad: bool = typer.Option(False, "--rep-grad", help=f"Task gradients at the shared representation ({', '.join(rep_grad_methods())})."),
     dgr: bool = typer.Option(False, "--dgr/--no-dgr", help="Add Dummy Gradient norm Regularization."),
-    dgr_lambda: Optional[float] = typer.Option(None, help="DGR strength; default per penalty (see README)."),
+    dgr_lambda: Optional[float] = typer.Option(None, help="DGR strength; default per penalty (docs/dgr.md, Choosing λ)."),
     dgr_penalty: str = typer.Option(_D.penalty, help=f"{one_of(PENALTIES)} (norm: paper eq. 5; squared: authors' code)."),
     dgr_estimator: str = typer.Option(_D.estimator, help=f"{one_of(ESTIMATORS)} (exact: double backward; finite-diff: +-eps)."),
     dgr_dummies: int = typer.Option(_D.dummies, help="Dummy heads per task."),
@@ -145,7 +146,7 @@ def train(
         typer.echo(str(run_dir))
 
 
-@app.command()
+@app.command(epilog=help_epilog("probes"))
 def probe(
     checkpoints: list[Path] = typer.Argument(None, help="repeval checkpoint files (checkpoint.pt) or run folders."),
     classifiers: Optional[str] = typer.Option(None, help=f"Comma list, {one_of(PROBES.names())} (default dt,svm,knn)."),
@@ -279,9 +280,9 @@ def demo(
         run_demo(out, epochs=epochs, progress=progress_default() if progress is None else progress)
 
 
-@app.command()
+@app.command(epilog=help_epilog("methods"))
 def sweep(
-    config: Path = typer.Argument(..., help="Sweep file (.toml or .json); format in README, 'Sweeps and tables'."),
+    config: Path = typer.Argument(..., help="Sweep file (.toml or .json); format in docs/sweeps.md."),
     out: Path = typer.Option(Path("runs/sweeps"), help="Folder that receives <sweep name>/<run>/."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the Table-1 report when done."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the plan, print its runs and size, create nothing."),
@@ -369,7 +370,8 @@ def compare_command(
         typer.echo(f"compare: {out}")
 
 
-app.command("check-data")(check_data)
+app.command("check-data", epilog=help_epilog("datasets"))(check_data)
+app.command("list")(list_entries)
 
 
 @app.command()

@@ -2,7 +2,7 @@
 of lambda, 5 training seeds each, on the demo's non-saturated setting (2,000 canvases, 6 px
 jitter, 10 epochs). Paired verdicts, seed by seed, for the trained heads' test accuracy, the
 probes (dt, svm, knn) and the universality gap (linear and MLP heads, training and test split).
-The table goes into the README ("What DGR does on MultiDigits"), whatever it says.
+The table goes into docs/benchmarks.md ("What DGR does on MultiDigits"), whatever it says.
 
     python benchmarks/claims_multidigits.py [--seeds 5] [--lambdas 0.1,0.3,1] [--out runs/claims]
 

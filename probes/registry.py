@@ -40,13 +40,15 @@ class ProbeSpec:
     make: Callable[[int], Any]
     grid: dict = field(default_factory=dict)
     deterministic: bool = False
+    summary: str = ""
+    reference: str = ""
 
 
 PROBES: Registry[ProbeSpec] = Registry("probe")
 
 
 def _register(spec: ProbeSpec) -> None:
-    PROBES.register(spec.name)(spec)
+    PROBES.register(spec.name, summary=spec.summary, reference=spec.reference)(spec)
 
 
 def _dt(seed: int):
@@ -97,13 +99,21 @@ def _knn_cosine(seed: int):
     )
 
 
-_register(ProbeSpec("dt", _dt, grid={"max_depth": [None, 10, 20], "min_samples_leaf": [1, 5, 20]}))
-_register(ProbeSpec("svm", _svm, grid={"svc__C": [0.1, 1.0, 10.0]}, deterministic=True))
-_register(ProbeSpec("knn", _knn, grid={"kneighborsclassifier__n_neighbors": [5, 10, 20, 50]}, deterministic=True))
-_register(ProbeSpec("logreg", _logreg, grid={"logisticregression__C": [0.001, 0.01, 0.1, 1.0, 10.0]}))
-_register(ProbeSpec("linsvm", _linsvm, grid={"linearsvc__C": [0.001, 0.01, 0.1, 1.0]}))
+SKLEARN = "scikit-learn defaults, as the DGR paper's probes most likely used"
+_register(ProbeSpec("dt", _dt, grid={"max_depth": [None, 10, 20], "min_samples_leaf": [1, 5, 20]},
+                    summary="decision tree", reference=SKLEARN))
+_register(ProbeSpec("svm", _svm, grid={"svc__C": [0.1, 1.0, 10.0]}, deterministic=True,
+                    summary="standardised features, RBF SVM (C = 1, gamma = scale)", reference=SKLEARN))
+_register(ProbeSpec("knn", _knn, grid={"kneighborsclassifier__n_neighbors": [5, 10, 20, 50]}, deterministic=True,
+                    summary="standardised features, 5 nearest neighbours (Euclidean)", reference=SKLEARN))
+_register(ProbeSpec("logreg", _logreg, grid={"logisticregression__C": [0.001, 0.01, 0.1, 1.0, 10.0]},
+                    summary="standardised features, logistic regression: the linear probe",
+                    reference="the linear-probe protocol (e.g. Radford et al., 2021)"))
+_register(ProbeSpec("linsvm", _linsvm, grid={"linearsvc__C": [0.001, 0.01, 0.1, 1.0]},
+                    summary="standardised features, linear SVM", reference=SKLEARN))
 _register(ProbeSpec("knn-cosine", _knn_cosine, grid={"kneighborsclassifier__n_neighbors": [10, 20, 100, 200]},
-                    deterministic=True))
+                    deterministic=True, summary="L2-normalised features, 20 neighbours by cosine, votes exp(sim / 0.07)",
+                    reference="DINO's k-NN evaluation (Caron et al., ICCV 2021)"))
 
 
 def parse_classifiers(text: str) -> tuple[str, ...]:

@@ -1,7 +1,9 @@
 """Name -> factory tables. The CLI's choices, error messages and test parametrisation read them.
 
 An entry can be registered lazily as `"module:attribute"`: its name is known at once (the CLI
-lists it without importing torch) and the module is imported on first `get`."""
+lists it without importing torch) and the module is imported on first `get`. Every entry of
+repeval's registries describes itself: a one-line `summary` and the `reference` (paper or code)
+it follows, given at registration, shown by `repeval list`, `--help` and the docs' tables."""
 
 from __future__ import annotations
 
@@ -18,12 +20,12 @@ class Registry(Generic[T]):
     """A table of named factories of one kind (datasets, methods, probes...).
 
     >>> methods = Registry("method")
-    >>> @methods.register("ew")
+    >>> @methods.register("ew", summary="the sum of task losses", reference="baseline")
     ... def make_ew(): return "EW"
     >>> methods.get("ew")()
     'EW'
-    >>> methods.names()
-    ['ew']
+    >>> methods.names(), methods.describe("ew")
+    (['ew'], ('the sum of task losses', 'baseline'))
     """
 
     def __init__(self, kind: str):
@@ -32,22 +34,32 @@ class Registry(Generic[T]):
         self._lazy: dict[str, str] = {}
         self._meta: dict[str, dict] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
+    def register(self, name: str, summary: str = "", reference: str = "") -> Callable[[T], T]:
         def decorator(obj: T) -> T:
             if name in self._entries or name in self._lazy:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = obj
+            self._meta[name] = {"summary": summary, "reference": reference}
             return obj
 
         return decorator
 
-    def register_lazy(self, name: str, target: str, **meta: object) -> None:
+    def register_lazy(self, name: str, target: str, summary: str = "", reference: str = "", **meta: object) -> None:
         """Register `"package.module:attribute"`, imported when `get(name)` first asks for it.
         `meta` holds what callers need to know about the entry without importing it."""
         if name in self._entries or name in self._lazy:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._lazy[name] = target
-        self._meta[name] = dict(meta)
+        self._meta[name] = {"summary": summary, "reference": reference, **meta}
+
+    def describe(self, name: str) -> tuple[str, str]:
+        """(one-line summary, reference) of an entry, importing nothing."""
+        meta = self.meta(name)
+        return meta.get("summary", ""), meta.get("reference", "")
+
+    def table(self) -> list[tuple[str, str, str]]:
+        """(name, summary, reference) of every entry, by name."""
+        return [(name, *self.describe(name)) for name in self.names()]
 
     def meta(self, name: str) -> dict:
         """The metadata given at registration (empty for eager entries)."""

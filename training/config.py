@@ -30,7 +30,7 @@ FD_SCHEMES = ("central", "forward", "authors")
 # projected or reweighted. "before": task k's DGR gradient is part of task k's loss, so the
 # method combines it like the task (free for every method: no extra backward).
 ORDERS = ("after", "before")
-# Chosen with benchmarks/dgr_scale.py (README, "Choosing lambda"): the smallest lambda of the
+# Chosen with benchmarks/dgr_scale.py (docs/dgr.md, "Choosing λ"): the smallest lambda of the
 # grid {0.01, 0.1, 0.3, 1} that cuts the end-of-run penalty by at least a third against
 # lambda=0 on MultiDigits without lowering test accuracy. The paper's grid (1e-5..1e-7) belongs
 # to the authors' squared finite-difference code; at 1e-6 its gradient at z is ~4e-6 of the

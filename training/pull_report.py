@@ -54,5 +54,5 @@ def plot_dgr_pull(histories: dict[str, list[tuple[int, float]]], out_stem: str |
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("DGR's pull ‖λ∂P/∂z‖ / ‖Σ g_k‖")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22))  # below: row labels are long
     save_figure(fig, out_stem)

@@ -25,11 +25,15 @@ from repeval.errors import InvalidChoiceError
 from repeval.registry import Registry
 
 ARCHS: Registry = Registry("architecture")
-ARCHS.register_lazy("split", "repeval.archs.split:build_split", options={})
+ARCHS.register_lazy("split", "repeval.archs.split:build_split", options={},
+                    summary="hard parameter sharing: one backbone, one head per task",
+                    reference="the DGR paper's SPLIT; Auto-lambda's MTLDeepLabv3")
 # shared: "blocks" = Auto-lambda's shared_modules() (which DGR's code inherits for its gradient
 # methods): backbone + shared attention bottlenecks; "backbone" = LibMTL's get_share_params()
 # (and the set DGR's code sends its own gradient to).
-ARCHS.register_lazy("mtan", "repeval.archs.mtan:build_mtan", options={"shared": ("blocks", "backbone")})
+ARCHS.register_lazy("mtan", "repeval.archs.mtan:build_mtan", options={"shared": ("blocks", "backbone")},
+                    summary="task attention on the last block of every backbone stage",
+                    reference="Liu, Johns & Davison, CVPR 2019; Auto-lambda / DGR's MTANDeepLabv3")
 
 
 def list_archs() -> list[str]:

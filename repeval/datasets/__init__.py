@@ -19,13 +19,27 @@ if TYPE_CHECKING:
     from repeval.datasets.base import DatasetBundle
 
 DATASETS: Registry[Callable[..., DatasetBundle]] = Registry("dataset")
-DATASETS.register_lazy("multidigits", "repeval.datasets.multidigits:build_multidigits", needs_data_dir=False)
-DATASETS.register_lazy("utkface", "repeval.datasets.utkface:build_utkface", needs_data_dir=True)
-DATASETS.register_lazy("scenes", "repeval.datasets.scenes:build_scenes", needs_data_dir=False)
-DATASETS.register_lazy("nyuv2", "repeval.datasets.nyuv2:build_nyuv2", needs_data_dir=True)
-DATASETS.register_lazy("cityscapes", "repeval.datasets.cityscapes:build_cityscapes", needs_data_dir=True)
-DATASETS.register_lazy("imagefolder", "repeval.datasets.imagefolder:build_imagefolder", needs_data_dir=True)
-DATASETS.register_lazy("pascal", "repeval.datasets.pascal:build_pascal", needs_data_dir=True)
+DATASETS.register_lazy("multidigits", "repeval.datasets.multidigits:build_multidigits", needs_data_dir=False,
+                       summary="embedded default: canvases of two digits, tasks left, right and their sum",
+                       reference="built from scikit-learn's bundled digits (load_digits)")
+DATASETS.register_lazy("utkface", "repeval.datasets.utkface:build_utkface", needs_data_dir=True,
+                       summary="faces: age group, gender and race (the paper's Table 1)",
+                       reference="Zhang, Song & Qi, CVPR 2017; the DGR paper's protocol")
+DATASETS.register_lazy("scenes", "repeval.datasets.scenes:build_scenes", needs_data_dir=False,
+                       summary="embedded: ray-cast rooms with segmentation, depth and normals",
+                       reference="repeval's CPU stand-in for NYUv2")
+DATASETS.register_lazy("nyuv2", "repeval.datasets.nyuv2:build_nyuv2", needs_data_dir=True,
+                       summary="indoor scenes: 13-class segmentation, depth, normals (MTAN's .npy layout)",
+                       reference="Silberman et al., ECCV 2012; MTAN / Auto-lambda preprocessing")
+DATASETS.register_lazy("cityscapes", "repeval.datasets.cityscapes:build_cityscapes", needs_data_dir=True,
+                       summary="street scenes: segmentation, part segmentation, disparity (Auto-lambda's layout)",
+                       reference="Cordts et al., CVPR 2016; Auto-lambda / DGR preprocessing")
+DATASETS.register_lazy("imagefolder", "repeval.datasets.imagefolder:build_imagefolder", needs_data_dir=True,
+                       summary="single-task image classification in torchvision's ImageFolder layout (ImageNet)",
+                       reference="torchvision ImageFolder; the paper's Table 4(a)")
+DATASETS.register_lazy("pascal", "repeval.datasets.pascal:build_pascal", needs_data_dir=True,
+                       summary="PASCAL-Context: segmentation, human parts, saliency, normals, edges",
+                       reference="Mottaghi et al., CVPR 2014; ASTMT's PASCAL_MT (Maninis et al., CVPR 2019)")
 
 # Datasets that read a folder take `data_dir`; the embedded ones take none.
 NEEDS_DATA_DIR = {name for name in DATASETS.names() if DATASETS.meta(name)["needs_data_dir"]}

@@ -18,19 +18,40 @@ if TYPE_CHECKING:
     from repeval.training.methods.base import Method
 
 METHODS: Registry[Callable[..., Any]] = Registry("method")
-# name -> (module, class, takes --rep-grad). Lazy, so the CLI lists them without importing torch.
+# name -> (module, class, takes --rep-grad, summary, reference). Lazy: the CLI lists them
+# without importing torch.
 _TABLE = {
-    "single": ("single", "SingleTask", False), "ew": ("ew", "EqualWeighting", False), "dwa": ("dwa", "DWA", False),
-    "uw": ("uw", "UncertaintyWeighting", False), "autol": ("autol", "AutoLambda", False),
-    "pcgrad": ("pcgrad", "PCGrad", False), "mgda": ("mgda", "MGDA", True), "cagrad": ("cagrad", "CAGrad", False),
-    "imtl": ("imtl", "IMTL", True), "nash": ("nash", "NashMTL", False), "gradnorm": ("gradnorm", "GradNorm", False),
-    "sam": ("sam", "SAM", False), "pta": ("pta", "PTA", False),
+    "single": ("single", "SingleTask", False, "trains one task alone: the Delta_MTL baseline",
+               "single-task learning; Delta_MTL of Maninis et al., CVPR 2019"),
+    "ew": ("ew", "EqualWeighting", False, "equal weighting: the sum of task losses", "the usual baseline (\"vanilla\")"),
+    "dwa": ("dwa", "DWA", False, "Dynamic Weight Average: weights from each task's epoch loss ratio",
+            "Liu, Johns & Davison, CVPR 2019 (MTAN)"),
+    "uw": ("uw", "UncertaintyWeighting", False, "uncertainty weighting: a learned log-variance per task",
+           "Kendall, Gal & Cipolla, CVPR 2018"),
+    "autol": ("autol", "AutoLambda", False, "Auto-lambda: task weights meta-learned on a second batch",
+              "Liu, Johns & Davison, TMLR 2022"),
+    "pcgrad": ("pcgrad", "PCGrad", False, "projects each task gradient off the ones it conflicts with",
+               "Yu et al., NeurIPS 2020"),
+    "mgda": ("mgda", "MGDA", True, "the min-norm point of the task gradients' convex hull",
+             "Sener & Koltun, NeurIPS 2018"),
+    "cagrad": ("cagrad", "CAGrad", False, "the best worst-task improvement near the mean gradient",
+               "Liu et al., NeurIPS 2021"),
+    "imtl": ("imtl", "IMTL", True, "equal projections on every task gradient (IMTL-G), learned loss scales (IMTL-L)",
+             "Liu et al., ICLR 2021"),
+    "nash": ("nash", "NashMTL", False, "Nash bargaining weights: (G G^T) a = 1/a, update clipped",
+             "Navon et al., ICML 2022"),
+    "gradnorm": ("gradnorm", "GradNorm", False, "weights that balance the tasks' gradient norms at z",
+                 "Chen et al., ICML 2018"),
+    "sam": ("sam", "SAM", False, "sharpness-aware minimisation around a base method", "Foret et al., ICLR 2021"),
+    "pta": ("pta", "PTA", False, "pseudo-task augmentation: several decoders per task around a base method",
+            "Meyerson & Miikkulainen, ICML 2018"),
 }
-for _name, (_module, _class, _rep_grad) in _TABLE.items():
-    METHODS.register_lazy(_name, f"{__name__}.{_module}:{_class}", rep_grad=_rep_grad)
+for _name, (_module, _class, _rep_grad, _summary, _reference) in _TABLE.items():
+    METHODS.register_lazy(_name, f"{__name__}.{_module}:{_class}", summary=_summary, reference=_reference,
+                          rep_grad=_rep_grad)
 # Row order of result tables: the baseline, loss weighting, gradient methods, comparisons.
 TABLE_ORDER = list(_TABLE)
-_CLASSES = {cls: f"{__name__}.{module}" for module, cls, _ in _TABLE.values()}
+_CLASSES = {cls: f"{__name__}.{module}" for module, cls, *_ in _TABLE.values()}
 _CLASSES.update(Method=f"{__name__}.base", LossWeighting=f"{__name__}.base", ParamGroups=f"{__name__}.base",
                 GradientMethod=f"{__name__}.gradient")
 
