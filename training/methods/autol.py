@@ -96,10 +96,8 @@ class AutoLambda(LossWeighting):
             self.task_weights.grad = hyper.to(self.task_weights.dtype)
             self.meta_optimizer.step()
 
-    def diagnostics(self) -> dict[str, torch.Tensor]:
-        return {"weights": self.task_weights.detach().clone()}
-
     def combine(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        self.reported["weights"] = self.task_weights.detach().clone()
         return (self.task_weights.detach() * losses).sum()
 
     def state_dict(self) -> dict:

@@ -110,6 +110,8 @@ class Method:
 
     def __init__(self, num_tasks: int):
         self.num_tasks = num_tasks
+        # What the last step decided, for `diagnostics`: methods record here as they step.
+        self.reported: dict[str, torch.Tensor] = {}
 
     def attach(self, model: nn.Module) -> None:
         """Called once with the model, before the optimiser is built (PTA adds decoders here)."""
@@ -147,9 +149,9 @@ class Method:
         raise NotImplementedError
 
     def diagnostics(self) -> dict[str, torch.Tensor]:
-        """What the method decided at its last step, for logs: a [K] tensor per name (its task
-        weights: `weights`) or a 0-d one (PCGrad's `projections`). No host sync."""
-        return {}
+        """What the method decided at its last step, for logs: a [K] tensor per name (the task
+        weights the step used: `weights`) or a 0-d one (PCGrad's `projections`). No host sync."""
+        return dict(self.reported)
 
     def on_epoch_end(self, epoch: int, mean_losses: torch.Tensor) -> None:
         """Called with the unweighted epoch-mean training loss of each task, over the batches

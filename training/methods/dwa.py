@@ -27,10 +27,8 @@ class DWA(LossWeighting):
         self.weights = torch.ones(num_tasks)
 
     def combine(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        self.reported["weights"] = self.weights
         return (self.weights.to(losses.device) * losses).sum()
-
-    def diagnostics(self) -> dict[str, torch.Tensor]:
-        return {"weights": self.weights}
 
     def on_epoch_end(self, epoch: int, mean_losses: torch.Tensor) -> None:
         self.history = [*self.history[-1:], mean_losses.detach().cpu().double()]

@@ -120,13 +120,8 @@ class GradientMethod(Method):
             tasks = active.nonzero().flatten()
             if len(tasks):
                 weights[tasks] = self.weights_among(gram[tasks][:, tasks], tasks)
-        self.last_weights = weights
+        self.reported["weights"] = weights
         return weights
-
-    def diagnostics(self) -> dict[str, torch.Tensor]:
-        """The last step's combination weights (sum scale), as the solve returned them."""
-        weights = getattr(self, "last_weights", None)
-        return {} if weights is None else {"weights": weights}
 
     def head_weights(self) -> torch.Tensor | None:
         """Factors for each task head's gradient after the step's solve (None: heads keep their

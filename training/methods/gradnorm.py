@@ -69,14 +69,9 @@ class GradNorm(LearnsTaskScalars, LossWeighting):
         else:
             losses_now = losses.detach()
         (self.scalars.grad,) = torch.autograd.grad(self.gradnorm_loss(losses_now, grad_norms, present), self.scalars)
-        self.last_weights = self.scalars.detach().clone()
-        backward_with((self.last_weights * losses).sum(), z, z_grad)
+        self.reported["weights"] = self.scalars.detach().clone()  # before the optimiser moves them
+        backward_with((self.reported["weights"] * losses).sum(), z, z_grad)
         average_gradients(chain(params.all(), self.parameters()))
-
-    def diagnostics(self) -> dict[str, torch.Tensor]:
-        """The weights the last step trained the model with (before the optimiser moved them)."""
-        used = getattr(self, "last_weights", None)
-        return {} if used is None else {"weights": used}
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "initial_losses": self.initial_losses}

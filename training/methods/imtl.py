@@ -43,12 +43,9 @@ class IMTL(LearnsTaskScalars, GradientMethod):
         return self.scalars
 
     def task_losses(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        self.last_scale = torch.exp(self.log_scale.detach())
+        self.reported["loss_scale"] = torch.exp(self.log_scale.detach())
         return torch.where(present, torch.exp(self.log_scale) * losses - self.log_scale, 0)
 
     def weights(self, gram: torch.Tensor) -> torch.Tensor:
         return len(gram) * imtl_g_weights(gram)
 
-    def diagnostics(self) -> dict[str, torch.Tensor]:
-        scale = getattr(self, "last_scale", None)
-        return {**super().diagnostics(), **({} if scale is None else {"loss_scale": scale})}

@@ -81,19 +81,13 @@ class NashMTL(GradientMethod):
             alpha[tasks] = nash_weights(gram, init=None if self.alpha is None else self.alpha[tasks])
             self.alpha = alpha
         self.steps += 1
+        self.reported["alpha"] = self.alpha  # the bargaining solution; "weights" is the clipped step's
         a = self.alpha[tasks].to(gram.dtype)
         heads = torch.zeros(self.num_tasks, dtype=gram.dtype)
         heads[tasks] = a
         self._head_alpha = heads
         norm = torch.sqrt((a @ gram @ a).clamp_min(0))  # ||a^T G||, sqrt(K) up to the solve's tolerance
         return a * (self.max_norm / norm) if norm > self.max_norm else a
-
-    def diagnostics(self) -> dict[str, torch.Tensor]:
-        """The step's weights (after the clip) and the bargaining solution a itself."""
-        out = super().diagnostics()
-        if self.alpha is not None:
-            out["alpha"] = self.alpha
-        return out
 
     def head_weights(self) -> torch.Tensor | None:
         return self._head_alpha if self.scale_heads else None

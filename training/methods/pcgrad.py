@@ -44,14 +44,9 @@ class PCGrad(GradientMethod):
         self.generator = torch.Generator().manual_seed(seed)
 
     def weights(self, gram: torch.Tensor) -> torch.Tensor:
-        weights, self.projections = pcgrad_solve(gram, self.generator)
+        weights, projections = pcgrad_solve(gram, self.generator)
+        self.reported["projections"] = torch.tensor(float(projections))
         return weights
-
-    def diagnostics(self) -> dict[str, torch.Tensor]:
-        out = super().diagnostics()
-        if hasattr(self, "projections"):
-            out["projections"] = torch.tensor(float(self.projections))
-        return out
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

@@ -21,12 +21,7 @@ class UncertaintyWeighting(LearnsTaskScalars, LossWeighting):
     def log_var(self) -> torch.Tensor:
         return self.scalars
 
-    def diagnostics(self) -> dict[str, torch.Tensor]:
-        """Each task loss's effective weight e^{-s_k} / 2 in the last step."""
-        used = getattr(self, "last_weights", None)
-        return {} if used is None else {"weights": used}
-
     def combine(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        self.last_weights = 0.5 * torch.exp(-self.log_var.detach())
+        self.reported["weights"] = 0.5 * torch.exp(-self.log_var.detach())  # each loss's effective weight
         terms = 0.5 * (torch.exp(-self.log_var) * losses + self.log_var)
         return torch.where(present, terms, 0).sum()
